@@ -1,0 +1,973 @@
+"""The fidelity layer: a WSGI middleware that makes moto's Cognito behave like the real service.
+
+moto accepts requests real Cognito rejects (SMS MFA without a phone number, a preferred factor
+that is not enabled, two preferred factors), ignores email MFA, never expires access tokens and
+never throttles. This middleware sits in front of moto's WSGI app and closes those gaps for the
+operations mfa-policy uses. Every other request (DynamoDB, S3, other Cognito operations) passes
+through to moto untouched.
+
+The service rules are small pure functions, cdk-nag style: each takes the request body and the
+facts about the user or pool and returns a `CognitoError` or None. The middleware gathers the
+facts, runs the rules in order (first error wins) and owns every side effect.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import http
+import io
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from moto.cognitoidp.models import (
+    CognitoIdpBackend,
+    CognitoIdpUser,
+    CognitoIdpUserPool,
+    cognitoidp_backends,
+)
+from moto.core.exceptions import JsonRESTError
+
+logger = logging.getLogger(__name__)
+
+COGNITO_TARGET_PREFIX = "AWSCognitoIdentityProviderService."
+JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
+
+SMS = "SMS_MFA"
+TOTP = "SOFTWARE_TOKEN_MFA"
+EMAIL = "EMAIL_OTP"
+#: Request block name -> the factor name Cognito uses in UserMFASettingList.
+SETTINGS_BLOCKS: dict[str, str] = {
+    "SMSMfaSettings": SMS,
+    "SoftwareTokenMfaSettings": TOTP,
+    "EmailMfaSettings": EMAIL,
+}
+MAX_LIST_LIMIT = 60
+SMS_MFA_OPTION = {"DeliveryMedium": "SMS", "AttributeName": "phone_number"}
+MFA_PREFERENCE_OPERATIONS = frozenset({"AdminSetUserMFAPreference", "SetUserMFAPreference"})
+AUTH_OPERATIONS = frozenset(
+    {"InitiateAuth", "AdminInitiateAuth", "RespondToAuthChallenge", "AdminRespondToAuthChallenge"}
+)
+_CREDENTIAL_REGION = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/")
+
+
+# --------------------------------------------------------------------------------------------
+# Errors, facts and state: plain values the rules work on.
+
+
+@dataclass(frozen=True)
+class CognitoError:
+    """An error response as Cognito's JSON protocol sends it."""
+
+    code: str
+    message: str
+    status: int = 400
+
+    def body(self) -> bytes:
+        return json.dumps({"__type": self.code, "message": self.message}).encode()
+
+
+def invalid_parameter(message: str) -> CognitoError:
+    return CognitoError("InvalidParameterException", message)
+
+
+def not_authorized(message: str) -> CognitoError:
+    return CognitoError("NotAuthorizedException", message)
+
+
+THROTTLED = CognitoError("TooManyRequestsException", "Rate exceeded")
+INTERNAL_ERROR = CognitoError("InternalErrorException", "An internal error occurred.", 500)
+
+
+@dataclass(frozen=True)
+class UserFacts:
+    """What the MFA-preference rules need to know about one user and their pool."""
+
+    has_phone: bool
+    has_email: bool
+    totp_verified: bool
+    pool_mfa: str  # OFF | ON | OPTIONAL
+    pool_email_mfa: bool  # the pool has an EmailMfaConfiguration
+
+
+@dataclass(frozen=True)
+class MfaState:
+    """A user's MFA factors: the enabled set and the one preferred factor, if any."""
+
+    enabled: frozenset[str] = frozenset()
+    preferred: str | None = None
+
+
+Rule = Callable[[Mapping[str, Any], UserFacts], CognitoError | None]
+
+
+def settings_blocks(body: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The MFA settings blocks a request carries, keyed by factor (SMS_MFA, ...)."""
+    return {
+        factor: body[name]
+        for name, factor in SETTINGS_BLOCKS.items()
+        if isinstance(body.get(name), Mapping)
+    }
+
+
+def _enabled(block: Mapping[str, Any]) -> bool:
+    return bool(block.get("Enabled"))
+
+
+def _preferred(block: Mapping[str, Any]) -> bool:
+    return bool(block.get("PreferredMfa"))
+
+
+# --------------------------------------------------------------------------------------------
+# Rules for AdminSetUserMFAPreference / SetUserMFAPreference, in the order they are checked.
+
+
+def one_preferred_factor(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
+    preferred = [f for f, block in settings_blocks(body).items() if _preferred(block)]
+    if len(preferred) > 1:
+        return invalid_parameter("Only one MFA method can be set as preferred.")
+    return None
+
+
+def preferred_factor_is_enabled(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
+    for factor, block in settings_blocks(body).items():
+        if _preferred(block) and not _enabled(block):
+            return invalid_parameter(
+                f"Cannot set {factor} as the preferred MFA method when it is not enabled."
+            )
+    return None
+
+
+def required_mfa_keeps_factors(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
+    # "You can't turn off TOTP/SMS MFA for any of your users when MFA is required in your user
+    # pool; you can only set the type that your user prefers." (API reference)
+    if facts.pool_mfa != "ON":
+        return None
+    for factor, block in settings_blocks(body).items():
+        if not _enabled(block):
+            return invalid_parameter(
+                f"Cannot disable {factor} for a user when MFA is required in the user pool."
+            )
+    return None
+
+
+def email_mfa_configured_on_pool(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
+    if EMAIL in settings_blocks(body) and not facts.pool_email_mfa:
+        return invalid_parameter("Email MFA is not enabled for this user pool.")
+    return None
+
+
+def sms_needs_phone_number(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
+    # Real Cognito rejects any SMS block without a phone number, even Enabled: false.
+    if SMS in settings_blocks(body) and not facts.has_phone:
+        return invalid_parameter("User does not have a phone_number set to turn on SMS MFA")
+    return None
+
+
+def email_needs_email_address(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
+    if EMAIL in settings_blocks(body) and not facts.has_email:
+        return invalid_parameter("User does not have an email set to turn on email MFA")
+    return None
+
+
+def totp_needs_verified_token(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
+    block = settings_blocks(body).get(TOTP)
+    if block is None or facts.totp_verified:
+        return None
+    if _enabled(block):
+        return invalid_parameter("User has not verified software token mfa")
+    return invalid_parameter("User has not set up software token mfa")
+
+
+MFA_PREFERENCE_RULES: tuple[Rule, ...] = (
+    one_preferred_factor,
+    preferred_factor_is_enabled,
+    required_mfa_keeps_factors,
+    email_mfa_configured_on_pool,
+    sms_needs_phone_number,
+    email_needs_email_address,
+    totp_needs_verified_token,
+)
+
+
+def check_mfa_preference(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
+    """The first rule the request breaks, or None when Cognito would accept it."""
+    for rule in MFA_PREFERENCE_RULES:
+        error = rule(body, facts)
+        if error is not None:
+            return error
+    return None
+
+
+def apply_mfa_preference(body: Mapping[str, Any], state: MfaState) -> MfaState:
+    """The state after an accepted request: each block sets its factor; at most one preferred."""
+    enabled = set(state.enabled)
+    preferred = state.preferred
+    for factor, block in settings_blocks(body).items():
+        if _enabled(block):
+            enabled.add(factor)
+        else:
+            enabled.discard(factor)
+        if _preferred(block):
+            preferred = factor
+        elif preferred == factor:
+            preferred = None
+    return MfaState(frozenset(enabled), preferred)
+
+
+# --------------------------------------------------------------------------------------------
+# Rules for the other operations.
+
+
+def list_limit_within_bounds(body: Mapping[str, Any]) -> CognitoError | None:
+    limit = body.get("Limit")
+    if isinstance(limit, int) and limit > MAX_LIST_LIMIT:
+        return invalid_parameter(
+            f"1 validation error detected: Value '{limit}' at 'limit' failed to satisfy "
+            f"constraint: Member must have value less than or equal to {MAX_LIST_LIMIT}"
+        )
+    return None
+
+
+def check_pool_mfa_config(body: Mapping[str, Any]) -> CognitoError | None:
+    """SetUserPoolMfaConfig as the service validates it (moto rejects email-only configs)."""
+    mode = body.get("MfaConfiguration", "OFF")
+    if mode not in ("OFF", "ON", "OPTIONAL"):
+        return invalid_parameter("[MfaConfiguration] must be one of 'ON', 'OFF', or 'OPTIONAL'.")
+    sms = body.get("SmsMfaConfiguration")
+    totp = body.get("SoftwareTokenMfaConfiguration")
+    email = body.get("EmailMfaConfiguration")
+    configures_a_factor = (
+        sms is not None or (isinstance(totp, Mapping) and _enabled(totp)) or email is not None
+    )
+    # Both messages are the service's own, as quoted in public issue reports.
+    if mode == "OFF" and configures_a_factor:
+        return invalid_parameter(
+            "Invalid MFA configuration given, can't turn off MFA and configure an MFA together."
+        )
+    if mode != "OFF" and not configures_a_factor:
+        return invalid_parameter(
+            "Invalid MFA configuration given, can't disable all MFAs with a required or "
+            "optional configuration."
+        )
+    if isinstance(sms, Mapping) and "SmsConfiguration" not in sms:
+        return invalid_parameter(
+            "[SmsConfiguration] is a required member of [SmsMfaConfiguration]."
+        )
+    return None
+
+
+def check_access_token(
+    *, known: bool, looks_issued: bool, expired: bool, user_enabled: bool
+) -> CognitoError | None:
+    """Why Cognito would refuse an access token, or None."""
+    if not known:
+        # A token of ours that moto forgot was revoked (GlobalSignOut); anything else is junk.
+        return not_authorized(
+            "Access Token has been revoked" if looks_issued else "Invalid Access Token"
+        )
+    if expired:
+        return not_authorized("Access Token has expired")
+    if not user_enabled:
+        return not_authorized("User is disabled.")
+    return None
+
+
+def shape_user_response(response: dict[str, Any], *, email_mfa_enabled: bool) -> dict[str, Any]:
+    """AdminGetUser/GetUser as Cognito sends it: empty MFA keys omitted, legacy MFAOptions."""
+    shaped = dict(response)
+    factors = list(shaped.pop("UserMFASettingList", None) or [])
+    if email_mfa_enabled and EMAIL not in factors:
+        factors.append(EMAIL)
+    if factors:
+        shaped["UserMFASettingList"] = factors
+    if not shaped.get("PreferredMfaSetting"):
+        shaped.pop("PreferredMfaSetting", None)
+    shaped.pop("MFAOptions", None)
+    if SMS in factors:
+        shaped["MFAOptions"] = [dict(SMS_MFA_OPTION)]
+    return shaped
+
+
+def jwt_claims(token: str) -> dict[str, Any] | None:
+    """The unverified claims of a JWT, or None when it is not one."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+        claims = json.loads(payload)
+    except (binascii.Error, ValueError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+# --------------------------------------------------------------------------------------------
+# Throttling: one token bucket per Cognito quota category, shared by every caller.
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Requests per second per Cognito quota category (defaults: the service's). None = no limit.
+
+    Like the service, the quota is shared by every pool and caller of the stand-in. Each
+    bucket holds `burst_seconds` worth of requests (at most one second's worth), so a short
+    burst above the rate is absorbed and a sustained one is throttled.
+    """
+
+    user_read: float | None = 120  # AdminGetUser, GetUser
+    user_resource_update: float | None = 25  # (Admin)SetUserMFAPreference, TOTP association
+    user_list: float | None = 30  # ListUsers, ListUsersInGroup
+    user_pool_resource_read: float | None = 20  # GetUserPoolMfaConfig, DescribeUserPool
+    user_pool_resource_update: float | None = 15  # SetUserPoolMfaConfig, UpdateUserPool
+    user_authentication: float | None = 120  # (Admin)InitiateAuth, (Admin)RespondToAuthChallenge
+    user_update: float | None = 25  # AdminDisableUser, AdminUserGlobalSignOut, ...
+    burst_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.burst_seconds <= 1:
+            raise ValueError("burst_seconds must be in (0, 1]")
+
+
+#: Operation -> the Quotas field of its category (from the Cognito quotas page).
+OPERATION_CATEGORIES: dict[str, str] = {
+    **dict.fromkeys(
+        ["AdminGetUser", "GetUser", "AdminGetUserAuthFactors", "GetUserAuthFactors"], "user_read"
+    ),
+    **dict.fromkeys(
+        [
+            "AdminSetUserMFAPreference",
+            "SetUserMFAPreference",
+            "AdminSetUserSettings",
+            "SetUserSettings",
+            "AssociateSoftwareToken",
+            "VerifySoftwareToken",
+            "AdminDeleteSoftwareToken",
+        ],
+        "user_resource_update",
+    ),
+    **dict.fromkeys(["ListUsers", "ListUsersInGroup"], "user_list"),
+    **dict.fromkeys(["GetUserPoolMfaConfig", "DescribeUserPool"], "user_pool_resource_read"),
+    **dict.fromkeys(["SetUserPoolMfaConfig", "UpdateUserPool"], "user_pool_resource_update"),
+    **dict.fromkeys(sorted(AUTH_OPERATIONS), "user_authentication"),
+    **dict.fromkeys(
+        [
+            "AdminDisableUser",
+            "AdminEnableUser",
+            "AdminUserGlobalSignOut",
+            "AdminUpdateUserAttributes",
+            "AdminDeleteUserAttributes",
+        ],
+        "user_update",
+    ),
+}
+
+
+class TokenBucket:
+    """A classic token bucket; not thread-safe (the middleware holds its lock)."""
+
+    def __init__(self, rate: float, burst_seconds: float, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate * burst_seconds)
+        self.tokens = self.capacity
+        self._clock = clock
+        self._updated = clock()
+
+    def try_take(self) -> bool:
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Fault injection.
+
+Match = Callable[[Mapping[str, Any]], bool]
+Hook = Callable[[str, Mapping[str, Any]], None]
+
+
+@dataclass
+class Fault:
+    """One injected fault: an error answer, or a stall before the normal answer.
+
+    `operation` None matches every Cognito operation; `times` None fires forever.
+    """
+
+    operation: str | None
+    error: CognitoError | None = None
+    stall_seconds: float = 0.0
+    times: int | None = 1
+    match: Match | None = None
+    fired: int = 0
+
+    def applies(self, operation: str, body: Mapping[str, Any]) -> bool:
+        if self.times is not None and self.fired >= self.times:
+            return False
+        if self.operation is not None and self.operation != operation:
+            return False
+        return self.match is None or bool(self.match(body))
+
+
+@dataclass
+class ThrottleStorm:
+    """Throttle `fraction` of the matching requests until `until` (monotonic clock).
+
+    Deterministic: an error-diffusion counter throttles exactly that fraction over time.
+    """
+
+    fraction: float
+    until: float
+    operations: frozenset[str] | None = None
+    _carry: float = 0.0
+
+    def throttles(self, operation: str, now: float) -> bool:
+        if now >= self.until or (self.operations is not None and operation not in self.operations):
+            return False
+        self._carry += self.fraction
+        if self._carry >= 1:
+            self._carry -= 1
+            return True
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# The middleware.
+
+
+@dataclass
+class _Settings:
+    quotas: Quotas | None
+    latency: tuple[float, float] | None
+    token_ttl_seconds: float
+
+
+@dataclass
+class _Captured:
+    status: str = "500 INTERNAL SERVER ERROR"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: bytes = b""
+
+    @property
+    def status_code(self) -> int:
+        return int(self.status.split(" ", 1)[0])
+
+
+class FidelityMiddleware:
+    """WSGI middleware around moto's app that enforces real Cognito behaviour.
+
+    Thread-safety: `lock` (re-entrant) serialises every touch of moto's Cognito state, both by
+    requests and by helpers such as seeding; latency, stalls and hooks run outside it so
+    concurrent clients still overlap. A second, short-held lock guards counters, buckets and
+    faults.
+    """
+
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        *,
+        account_id: str = "123456789012",
+        region: str = "us-east-1",
+        quotas: Quotas | None = None,
+        latency: tuple[float, float] | None = None,
+        token_ttl_seconds: float = 3600.0,
+        wake: threading.Event | None = None,
+    ) -> None:
+        self.app = app
+        self.account_id = account_id
+        self.region = region
+        self.lock = threading.RLock()
+        self._control = threading.Lock()
+        self._wake = wake or threading.Event()  # set on shutdown: cuts stalls short
+        self._random = random.Random()
+        self._settings = _Settings(quotas, None, token_ttl_seconds)
+        self.latency = latency  # validated
+        self._initial_settings = replace(self._settings)
+        self._buckets: dict[str, TokenBucket] = {}
+        self._calls: Counter[str] = Counter()
+        self._throttled: Counter[str] = Counter()
+        self._faults: list[Fault] = []
+        self._storms: list[ThrottleStorm] = []
+        self._hooks: list[Hook] = []
+        # Stand-in state moto has no place for; guarded by `lock`.
+        self._email_mfa_users: set[tuple[str, str]] = set()  # (pool id, sub)
+        self._pool_email_config: dict[str, dict[str, Any]] = {}
+        self._token_issued_at: dict[str, float] = {}
+        self._expired_tokens: set[str] = set()
+        self._token_clients: dict[str, str] = {}
+
+    # ---- configuration ---------------------------------------------------------------------
+
+    @property
+    def quotas(self) -> Quotas | None:
+        return self._settings.quotas
+
+    @quotas.setter
+    def quotas(self, quotas: Quotas | None) -> None:
+        with self._control:
+            self._settings.quotas = quotas
+            self._buckets.clear()
+
+    @property
+    def latency(self) -> tuple[float, float] | None:
+        return self._settings.latency
+
+    @latency.setter
+    def latency(self, latency: tuple[float, float] | None) -> None:
+        if latency is not None and not 0 <= latency[0] <= latency[1]:
+            raise ValueError("latency must be (low, high) with 0 <= low <= high")
+        self._settings.latency = latency
+
+    @property
+    def token_ttl_seconds(self) -> float:
+        return self._settings.token_ttl_seconds
+
+    @token_ttl_seconds.setter
+    def token_ttl_seconds(self, seconds: float) -> None:
+        self._settings.token_ttl_seconds = seconds
+
+    def restore_settings(self) -> None:
+        """Quotas, latency and token TTL back to what the middleware was built with."""
+        self.quotas = self._initial_settings.quotas
+        self.latency = self._initial_settings.latency
+        self.token_ttl_seconds = self._initial_settings.token_ttl_seconds
+
+    # ---- counters --------------------------------------------------------------------------
+
+    @property
+    def calls(self) -> dict[str, int]:
+        with self._control:
+            return dict(self._calls)
+
+    @property
+    def throttled(self) -> dict[str, int]:
+        with self._control:
+            return dict(self._throttled)
+
+    def reset_counters(self) -> None:
+        with self._control:
+            self._calls.clear()
+            self._throttled.clear()
+
+    # ---- faults ----------------------------------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> Fault:
+        with self._control:
+            self._faults.append(fault)
+        return fault
+
+    def add_storm(self, storm: ThrottleStorm) -> ThrottleStorm:
+        with self._control:
+            self._storms.append(storm)
+        return storm
+
+    def add_hook(self, hook: Hook) -> Hook:
+        with self._control:
+            self._hooks.append(hook)
+        return hook
+
+    def clear_faults(self) -> None:
+        """Drop injected faults, throttle storms and before-request hooks."""
+        with self._control:
+            self._faults.clear()
+            self._storms.clear()
+            self._hooks.clear()
+
+    # ---- stand-in state --------------------------------------------------------------------
+
+    def reset_state(self) -> None:
+        """Forget everything the stand-in keeps beside moto (call after a moto reset)."""
+        with self.lock:
+            self._email_mfa_users.clear()
+            self._pool_email_config.clear()
+            self._token_issued_at.clear()
+            self._expired_tokens.clear()
+            self._token_clients.clear()
+        self.clear_faults()
+        self.reset_counters()
+        with self._control:
+            self._buckets.clear()
+
+    def set_email_mfa_enabled(self, pool_id: str, sub: str, enabled: bool) -> None:
+        with self.lock:
+            if enabled:
+                self._email_mfa_users.add((pool_id, sub))
+            else:
+                self._email_mfa_users.discard((pool_id, sub))
+
+    def email_mfa_enabled(self, pool_id: str, sub: str) -> bool:
+        with self.lock:
+            return (pool_id, sub) in self._email_mfa_users
+
+    def set_pool_email_mfa_config(self, pool_id: str, config: Mapping[str, Any] | None) -> None:
+        with self.lock:
+            if config is None:
+                self._pool_email_config.pop(pool_id, None)
+            else:
+                self._pool_email_config[pool_id] = dict(config)
+
+    def backend(
+        self, account_id: str | None = None, region: str | None = None
+    ) -> CognitoIdpBackend:
+        return cognitoidp_backends[account_id or self.account_id][region or self.region]
+
+    def _account_backends(self, account_id: str) -> list[CognitoIdpBackend]:
+        # Only regions already in use; indexing a BackendDict would create new ones.
+        return [b for r, b in cognitoidp_backends[account_id].items() if r != "global"]
+
+    # ---- access tokens ---------------------------------------------------------------------
+
+    def record_token_issued(self, token: str, at: float | None = None) -> None:
+        with self.lock:
+            self._token_issued_at[token] = time.time() if at is None else at
+
+    def expire_token(self, token: str) -> None:
+        with self.lock:
+            self._expired_tokens.add(token)
+
+    def expire_all_tokens(self, pool_id: str | None = None) -> None:
+        """Expire the access tokens issued so far (of one pool, or of every pool).
+
+        Tokens issued later are valid.
+        """
+        with self.lock:
+            for backend in self._account_backends(self.account_id):
+                for pool in backend.user_pools.values():
+                    if pool_id is None or pool.id == pool_id:
+                        self._expired_tokens.update(pool.access_tokens)
+
+    def issue_access_token(self, pool_id: str, username: str, *, region: str | None = None) -> str:
+        """A valid access token for a user, minted straight into moto's token store."""
+        with self.lock:
+            backend = self.backend(region=region)
+            pool = backend.describe_user_pool(pool_id)
+            user = pool._get_user(username)
+            if user is None:
+                raise LookupError(f"no user {username!r} in pool {pool_id}")
+            client_id = self._token_clients.get(pool_id)
+            if client_id is None or client_id not in pool.clients:
+                client = backend.create_user_pool_client(
+                    pool_id, False, {"ClientName": "standin-token-issuer"}
+                )
+                client_id = self._token_clients[pool_id] = client.id
+            token, _ = pool.create_access_token(client_id, user.username, str(uuid.uuid4()))
+            self._token_issued_at[token] = time.time()
+            return token
+
+    def _token_expired(self, token: str) -> bool:
+        if token in self._expired_tokens:
+            return True
+        issued_at = self._token_issued_at.get(token)
+        if issued_at is None:
+            claims = jwt_claims(token) or {}
+            issued_at = float(claims.get("iat", time.time()))
+        return time.time() - issued_at >= self._settings.token_ttl_seconds
+
+    def _find_token(
+        self, token: str, account_id: str
+    ) -> tuple[CognitoIdpBackend, CognitoIdpUserPool, str] | None:
+        for backend in self._account_backends(account_id):
+            for pool in backend.user_pools.values():
+                entry = pool.access_tokens.get(token)
+                if entry is not None:
+                    return backend, pool, entry[1]
+        return None
+
+    def _authorize(
+        self, token: str, account_id: str
+    ) -> tuple[CognitoIdpBackend, CognitoIdpUserPool, CognitoIdpUser]:
+        """Resolve an access token to its user, or raise _Reject as Cognito would answer."""
+        found = self._find_token(token, account_id)
+        user = found[1]._get_user(found[2]) if found else None
+        claims = jwt_claims(token) or {}
+        error = check_access_token(
+            known=found is not None,
+            looks_issued=claims.get("token_use") == "access"
+            and "cognito-idp" in str(claims.get("iss", "")),
+            expired=found is not None and self._token_expired(token),
+            user_enabled=user is not None and user.enabled,
+        )
+        if error is not None or found is None or user is None:
+            raise _Reject(error or CognitoError("UserNotFoundException", "User does not exist."))
+        return found[0], found[1], user
+
+    # ---- WSGI ------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if not target.startswith(COGNITO_TARGET_PREFIX):
+            return self.app(environ, start_response)
+        operation = target[len(COGNITO_TARGET_PREFIX) :]
+        raw = _read_body(environ)
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return self.app(environ, start_response)
+
+        with self._control:
+            self._calls[operation] += 1
+            hooks = list(self._hooks)
+        try:
+            for hook in hooks:
+                hook(operation, body)
+            admitted, stall = self._admit(operation, body)
+            delay = self._latency_seconds() + stall
+            if delay:
+                self._wake.wait(delay)
+            if admitted is not None:
+                return _respond(start_response, admitted)
+            return _respond(start_response, self._handle(operation, body, environ))
+        except Exception:
+            logger.exception("stand-in failed on %s", operation)
+            return _respond(start_response, INTERNAL_ERROR)
+
+    def _latency_seconds(self) -> float:
+        latency = self._settings.latency
+        return self._random.uniform(*latency) if latency else 0.0
+
+    def _admit(self, operation: str, body: Mapping[str, Any]) -> tuple[CognitoError | None, float]:
+        """Throttling and injected faults: (an error to answer with, seconds to stall)."""
+        with self._control:
+            now = time.monotonic()
+            if any(storm.throttles(operation, now) for storm in self._storms) or (
+                not self._bucket_allows(operation)
+            ):
+                self._throttled[operation] += 1
+                return THROTTLED, 0.0
+            stall = 0.0
+            for fault in self._faults:
+                if not fault.applies(operation, body):
+                    continue
+                fault.fired += 1
+                if fault.error is None:
+                    stall = max(stall, fault.stall_seconds)
+                    continue
+                if fault.error.code == THROTTLED.code:
+                    self._throttled[operation] += 1
+                return fault.error, stall
+            return None, stall
+
+    def _bucket_allows(self, operation: str) -> bool:
+        quotas = self._settings.quotas
+        category = OPERATION_CATEGORIES.get(operation)
+        if quotas is None or category is None:
+            return True
+        rate = getattr(quotas, category)
+        if rate is None:
+            return True
+        bucket = self._buckets.get(category)
+        if bucket is None:
+            bucket = self._buckets[category] = TokenBucket(
+                rate, quotas.burst_seconds, time.monotonic
+            )
+        return bucket.try_take()
+
+    def _handle(
+        self, operation: str, body: dict[str, Any], environ: dict[str, Any]
+    ) -> _Captured | CognitoError:
+        account_id = (
+            os.environ.get("MOTO_ACCOUNT_ID")
+            or environ.get("HTTP_X_MOTO_ACCOUNT_ID")
+            or self.account_id
+        )
+        match = _CREDENTIAL_REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
+        region = match.group(1) if match else self.region
+        with self.lock:
+            try:
+                return self._dispatch(operation, body, environ, account_id, region)
+            except _Reject as reject:
+                return reject.error
+            except JsonRESTError as error:
+                return CognitoError(error.error_type, error.message, error.code)
+
+    def _dispatch(
+        self,
+        operation: str,
+        body: dict[str, Any],
+        environ: dict[str, Any],
+        account_id: str,
+        region: str,
+    ) -> _Captured | CognitoError:
+        if operation == "AdminSetUserMFAPreference":
+            backend = cognitoidp_backends[account_id][region]
+            pool = backend.describe_user_pool(body.get("UserPoolId", ""))
+            user = backend.admin_get_user(pool.id, body.get("Username", ""))
+            return self._set_mfa_preference(pool, user, body)
+        if operation == "SetUserMFAPreference":
+            _, pool, user = self._authorize(str(body.get("AccessToken", "")), account_id)
+            return self._set_mfa_preference(pool, user, body)
+        if operation == "SetUserPoolMfaConfig":
+            backend = cognitoidp_backends[account_id][region]
+            return self._set_pool_mfa_config(
+                backend.describe_user_pool(body.get("UserPoolId", "")), body
+            )
+        if operation == "GetUserPoolMfaConfig":
+            backend = cognitoidp_backends[account_id][region]
+            pool = backend.describe_user_pool(body.get("UserPoolId", ""))
+            return _json_response(self._pool_mfa_config(pool))
+        if operation in ("ListUsers", "ListUsersInGroup"):
+            error = list_limit_within_bounds(body)
+            if error is not None:
+                return error
+        pool_id = body.get("UserPoolId")
+        if "AccessToken" in body:
+            pool_id = self._authorize(str(body["AccessToken"]), account_id)[1].id
+
+        captured = _call(self.app, environ)
+        if captured.status_code != 200:
+            return captured
+        if operation in ("AdminGetUser", "GetUser"):
+            return _rewrite_json(captured, lambda response: self._shape_user(pool_id, response))
+        if operation in AUTH_OPERATIONS:
+            result = json.loads(captured.body or b"{}").get("AuthenticationResult") or {}
+            if result.get("AccessToken"):
+                self._token_issued_at[result["AccessToken"]] = time.time()
+        return captured
+
+    def _shape_user(self, pool_id: Any, response: dict[str, Any]) -> dict[str, Any]:
+        attributes = {a.get("Name"): a.get("Value") for a in response.get("UserAttributes", [])}
+        key = (pool_id, attributes.get("sub"))
+        return shape_user_response(response, email_mfa_enabled=key in self._email_mfa_users)
+
+    def _set_mfa_preference(
+        self, pool: CognitoIdpUserPool, user: CognitoIdpUser, body: dict[str, Any]
+    ) -> _Captured | CognitoError:
+        facts = UserFacts(
+            has_phone=bool(user.attribute_lookup.get("phone_number")),
+            has_email=bool(user.attribute_lookup.get("email")),
+            totp_verified=bool(user.token_verified),
+            pool_mfa=pool.mfa_config or "OFF",
+            pool_email_mfa=pool.id in self._pool_email_config,
+        )
+        error = check_mfa_preference(body, facts)
+        if error is not None:
+            return error
+        after = apply_mfa_preference(body, self._mfa_state(user))
+        # Applied here rather than forwarded: moto would ignore email and keep two preferences.
+        user.sms_mfa_enabled = SMS in after.enabled
+        user.software_token_mfa_enabled = TOTP in after.enabled
+        user.preferred_mfa_setting = after.preferred or ""
+        self.set_email_mfa_enabled(pool.id, user.id, EMAIL in after.enabled)
+        return _json_response({})
+
+    def _mfa_state(self, user: CognitoIdpUser) -> MfaState:
+        enabled = {
+            factor
+            for factor, on in (
+                (SMS, user.sms_mfa_enabled),
+                (TOTP, user.software_token_mfa_enabled),
+                (EMAIL, (user.user_pool_id, user.id) in self._email_mfa_users),
+            )
+            if on
+        }
+        return MfaState(frozenset(enabled), user.preferred_mfa_setting or None)
+
+    def _set_pool_mfa_config(
+        self, pool: CognitoIdpUserPool, body: dict[str, Any]
+    ) -> _Captured | CognitoError:
+        error = check_pool_mfa_config(body)
+        if error is not None:
+            return error
+        pool.mfa_config = body.get("MfaConfiguration", "OFF")
+        pool.sms_mfa_config = body.get("SmsMfaConfiguration")
+        pool.token_mfa_config = body.get("SoftwareTokenMfaConfiguration")
+        self.set_pool_email_mfa_config(pool.id, body.get("EmailMfaConfiguration"))
+        return _json_response(self._pool_mfa_config(pool))
+
+    def _pool_mfa_config(self, pool: CognitoIdpUserPool) -> dict[str, Any]:
+        config = {
+            "SmsMfaConfiguration": pool.sms_mfa_config,
+            "SoftwareTokenMfaConfiguration": pool.token_mfa_config,
+            "EmailMfaConfiguration": self._pool_email_config.get(pool.id),
+            "MfaConfiguration": pool.mfa_config or "OFF",
+        }
+        return {key: value for key, value in config.items() if value is not None}
+
+
+class _Reject(Exception):
+    """Control flow inside the middleware: answer with this error."""
+
+    def __init__(self, error: CognitoError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+# --------------------------------------------------------------------------------------------
+# WSGI plumbing.
+
+
+def _read_body(environ: dict[str, Any]) -> bytes:
+    stream = environ["wsgi.input"]
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    raw: bytes = stream.read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(raw)  # moto reads it again
+    return raw
+
+
+def _call(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> _Captured:
+    captured = _Captured()
+    chunks: list[bytes] = []
+
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        captured.status = status
+        captured.headers = list(headers)
+        return chunks.append
+
+    result = app(environ, start_response)
+    try:
+        chunks.extend(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    captured.body = b"".join(chunks)
+    return captured
+
+
+def _json_response(payload: Mapping[str, Any]) -> _Captured:
+    return _Captured("200 OK", [("Content-Type", JSON_CONTENT_TYPE)], json.dumps(payload).encode())
+
+
+def _rewrite_json(
+    captured: _Captured, rewrite: Callable[[dict[str, Any]], dict[str, Any]]
+) -> _Captured:
+    payload = rewrite(json.loads(captured.body or b"{}"))
+    return replace(captured, body=json.dumps(payload).encode())
+
+
+def _respond(
+    start_response: Callable[..., Any], answer: _Captured | CognitoError
+) -> Iterator[bytes]:
+    if isinstance(answer, CognitoError):
+        reason = http.HTTPStatus(answer.status).phrase
+        answer = _Captured(
+            f"{answer.status} {reason}",
+            [("Content-Type", JSON_CONTENT_TYPE), ("x-amzn-ErrorType", answer.code)],
+            answer.body(),
+        )
+    headers = [(k, v) for k, v in answer.headers if k.lower() != "content-length"]
+    headers.append(("Content-Length", str(len(answer.body))))
+    if not any(k.lower() == "x-amzn-requestid" for k, _ in headers):
+        headers.append(("x-amzn-RequestId", str(uuid.uuid4())))
+    start_response(answer.status, headers)
+    return iter([answer.body])

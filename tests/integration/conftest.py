@@ -1,0 +1,77 @@
+"""Fixtures for tests against the Cognito stand-in (moto behind the fidelity layer).
+
+One stand-in per test session (per xdist worker). Tests isolate by working in their own pools
+(`make_pool`), not by resetting the server, so they can run in parallel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mfa_policy.standin import CognitoStandIn, create_pool, seed_user
+
+MakePool = Callable[..., str]
+MakeUser = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def standin() -> Iterator[CognitoStandIn]:
+    with CognitoStandIn() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _standin_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Zeroed counters before, default settings and no faults after each test that uses it."""
+    if "standin" not in request.fixturenames:
+        yield
+        return
+    server: CognitoStandIn = request.getfixturevalue("standin")
+    server.reset_counters()
+    yield
+    server.clear_faults()
+    server.restore_settings()
+
+
+@pytest.fixture
+def cognito(standin: CognitoStandIn) -> Any:
+    """A cognito-idp client against the stand-in (standard retries)."""
+    return standin.client()
+
+
+@pytest.fixture
+def make_pool(standin: CognitoStandIn) -> Iterator[MakePool]:
+    """`make_pool(mfa="OPTIONAL", sms=True, totp=True, email=False) -> pool id`; deleted after."""
+    client = standin.client()
+    created: list[str] = []
+
+    def make(**kwargs: Any) -> str:
+        pool_id = create_pool(client, **kwargs)
+        created.append(pool_id)
+        return pool_id
+
+    yield make
+    with standin.lock:
+        for pool_id in created:
+            standin.backend.user_pools.pop(pool_id, None)
+
+
+@pytest.fixture
+def pool_id(make_pool: MakePool) -> str:
+    """A pool with MFA OPTIONAL and SMS and TOTP configured."""
+    return make_pool()
+
+
+@pytest.fixture
+def make_user(standin: CognitoStandIn) -> MakeUser:
+    """`make_user(pool_id, username, phone=None, email=None, groups=(), totp_verified=False,
+    sms_enabled=False, totp_enabled=False, email_enabled=False, preferred=None, enabled=True,
+    status=None, ...) -> Username`, written straight into the backend."""
+
+    def make(pool_id: str, username: str, **kwargs: Any) -> str:
+        return seed_user(standin, pool_id, username, **kwargs)
+
+    return make

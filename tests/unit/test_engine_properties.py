@@ -1,0 +1,215 @@
+"""Invariants of the engine over random users and policies (hypothesis)."""
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mfa_policy.engine import Mode, Rejection, after_rejection, apply_request, decide
+from mfa_policy.model import FACTOR_ORDER, Factor, MfaState, Outcome, User
+from mfa_policy.policy import parse_policy
+
+SETTINGS = ["preferred", "enabled", "disabled"]
+
+
+@st.composite
+def mfa_states(draw):
+    enabled = frozenset(draw(st.sets(st.sampled_from(FACTOR_ORDER))))
+    preferred = draw(st.sampled_from([None, *sorted(enabled, key=FACTOR_ORDER.index)]))
+    return MfaState(enabled, preferred)
+
+
+@st.composite
+def rule_factors(draw):
+    factors = draw(
+        st.dictionaries(
+            st.sampled_from(["totp", "sms", "email"]), st.sampled_from(SETTINGS), min_size=1
+        )
+    )
+    preferred = [k for k, v in factors.items() if v == "preferred"]
+    for extra in preferred[1:]:
+        factors[extra] = "enabled"
+    return factors
+
+
+@st.composite
+def policies(draw):
+    n = draw(st.integers(1, 3))
+    rules = []
+    for i in range(n):
+        match = draw(st.sampled_from(["all", {"groups": ["admins"]}, {"status": ["CONFIRMED"]}]))
+        r = {"name": f"r{i}", "match": match, "factors": draw(rule_factors())}
+        if draw(st.booleans()):
+            r["rollout"] = {"percent": draw(st.sampled_from([0, 30, 100]))}
+        rules.append(r)
+    return parse_policy(
+        {
+            "version": 1,
+            "rules": rules,
+            "include_disabled": draw(st.booleans()),
+            "exclude": {"usernames": ["bg"]},
+        }
+    )
+
+
+@st.composite
+def users(draw):
+    attributes = {}
+    if draw(st.booleans()):
+        attributes["phone_number"] = "+15550100"
+    if draw(st.booleans()):
+        attributes["email"] = "u@example.com"
+    mfa = draw(mfa_states())
+    return User(
+        username=draw(st.sampled_from(["alice", "bob", "bg"])),
+        sub=draw(st.uuids()).hex,
+        status=draw(st.sampled_from(["CONFIRMED", "FORCE_CHANGE_PASSWORD", "EXTERNAL_PROVIDER"])),
+        enabled=draw(st.booleans()),
+        attributes=attributes,
+        groups=frozenset(draw(st.sets(st.sampled_from(["admins", "staff"])))),
+        mfa=mfa,
+    )
+
+
+def cognito_apply(u: User, request, *, totp_verified: bool):
+    """Cognito's answer: a Rejection, or the new state. Mirrors the fidelity layer's rules."""
+    for factor, write in request.blocks.items():
+        if factor is Factor.SMS and "phone_number" not in u.attributes:
+            return Rejection.NO_PHONE_NUMBER
+        if factor is Factor.EMAIL and "email" not in u.attributes:
+            return Rejection.NO_EMAIL
+        if (
+            factor is Factor.TOTP
+            and write.enabled
+            and factor not in u.mfa.enabled
+            and not totp_verified
+        ):
+            return Rejection.TOTP_NOT_VERIFIED
+    assert sum(w.preferred for w in request.blocks.values()) <= 1
+    assert all(w.enabled for w in request.blocks.values() if w.preferred)
+    return apply_request(u.mfa, request)
+
+
+def run_apply(policy, u, *, totp_verified, probe_allowed=True):
+    """One apply: the decision, then follow-ups until Cognito accepts or nothing is left to send."""
+    d = decide(policy, u, Mode.APPLY, probe_allowed=probe_allowed)
+    writes = 0
+    for _ in range(4):  # each rejection freezes one more factor; three factors bound the loop
+        if d.request is None:
+            break
+        answer = cognito_apply(u, d.request, totp_verified=totp_verified)
+        if isinstance(answer, Rejection):
+            d = after_rejection(d, answer)
+            continue
+        writes += 1
+        return (
+            d,
+            User(u.username, u.sub, u.status, u.enabled, u.attributes, u.groups, answer),
+            writes,
+        )
+    assert d.request is None, "follow-ups must converge"
+    return d, u, writes
+
+
+def totp_reachable(u, verified):
+    return verified or Factor.TOTP in u.mfa.enabled
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_apply_then_apply_again_writes_nothing(policy, u, verified):
+    _, after, _ = run_apply(policy, u, totp_verified=verified)
+    # A second run probes again only if the first probe was accepted; its memory says so.
+    d, _, writes = run_apply(policy, after, totp_verified=verified, probe_allowed=verified)
+    assert writes == 0
+    assert d.request is None
+
+
+@settings(max_examples=400)
+@given(policies(), users())
+def test_applying_the_desired_state_yields_a_compliant_user(policy, u):
+    d = decide(policy, u, Mode.APPLY)
+    if d.desired is None or d.outcome is Outcome.DEFERRED:
+        return
+    settled = User(u.username, u.sub, u.status, u.enabled, u.attributes, u.groups, d.desired)
+    assert decide(policy, settled, Mode.DRIFT).outcome is Outcome.COMPLIANT
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_at_most_one_preferred_and_preferred_is_enabled(policy, u, verified):
+    d, after, _ = run_apply(policy, u, totp_verified=verified)
+    for s in (d.desired, d.target, after.mfa):
+        if s is not None:
+            assert s.preferred is None or s.preferred in s.enabled
+    if d.request is not None:
+        blocks = d.request.blocks.values()
+        assert sum(b.preferred for b in blocks) <= 1
+        assert all(b.enabled for b in blocks if b.preferred)
+
+
+@settings(max_examples=400)
+@given(policies(), users())
+def test_no_write_for_a_compliant_user(policy, u):
+    for mode in Mode:
+        d = decide(policy, u, mode)
+        if d.outcome is Outcome.COMPLIANT:
+            assert d.request is None
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_no_block_for_an_unchanged_factor(policy, u, verified):
+    d, _, _ = run_apply(policy, u, totp_verified=verified)
+    if d.request is None:
+        return
+    for factor, write in d.request.blocks.items():
+        was = (factor in u.mfa.enabled, u.mfa.preferred == factor)
+        assert (write.enabled, write.preferred) != was
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_a_user_with_a_factor_is_never_left_with_none_by_an_unreachable_request(
+    policy, u, verified
+):
+    d, after, _ = run_apply(policy, u, totp_verified=verified)
+    if u.mfa.enabled and not after.mfa.enabled:
+        # Only a policy that disables every factor the user has, with nothing unreachable
+        # requested, may leave them without one.
+        assert not d.blocked and not (d.unenrolled - ({Factor.TOTP} if verified else set()))
+        assert d.desired is not None and not d.desired.enabled
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_preference_is_kept_while_its_factor_stays_enabled_when_the_target_is_unreachable(
+    policy, u, verified
+):
+    d, after, _ = run_apply(policy, u, totp_verified=verified)
+    if d.desired is None or not (d.blocked or (d.unenrolled and not verified)):
+        return
+    wanted = d.desired.preferred
+    if (
+        wanted is not None
+        and wanted not in after.mfa.enabled
+        and u.mfa.preferred in after.mfa.enabled
+    ):
+        assert after.mfa.preferred == u.mfa.preferred
+
+
+@settings(max_examples=200)
+@given(policies(), users())
+def test_drift_never_sends_and_apply_predicts_what_drift_reports(policy, u):
+    drift = decide(policy, u, Mode.DRIFT)
+    assert not drift.probing
+    apply = decide(policy, u, Mode.APPLY)
+    if drift.outcome is Outcome.WOULD_CHANGE:
+        assert apply.outcome is Outcome.CHANGED
+    if drift.outcome in (
+        Outcome.COMPLIANT,
+        Outcome.EXCLUDED,
+        Outcome.SKIPPED,
+        Outcome.UNMANAGED,
+        Outcome.DEFERRED,
+        Outcome.BLOCKED,
+    ):
+        assert apply.outcome is drift.outcome
