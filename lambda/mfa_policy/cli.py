@@ -6,12 +6,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from mfa_policy import __version__
 from mfa_policy.exceptions import MfaPolicyError
+from mfa_policy.local_run import DEFAULT_STATE_DIR
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_DRIFT = 2
+
+
+class UsageError(MfaPolicyError):
+    """Options that do not fit together."""
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -29,6 +36,150 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_aws_options(parser: argparse.ArgumentParser) -> None:
+    aws = parser.add_argument_group("AWS")
+    aws.add_argument("--region", help="AWS Region of the pool (default: from your AWS config)")
+    aws.add_argument("--endpoint-url", help="Cognito endpoint (a local stand-in, for example)")
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> None:
+    parser.add_argument(
+        "-c", "--config", required=True, metavar="FILE", help="policy file (YAML or JSON)"
+    )
+    parser.add_argument("--user-pool-id", required=True, metavar="ID")
+    parser.add_argument(
+        "--report-dir",
+        metavar="DIR",
+        help="where to write the report (default: STATE_DIR/reports/RUN_ID)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help="checkpoints and enrollment-probe memory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_ID",
+        help="continue the last unfinished run of this pool and mode "
+        "(or the given run) from its checkpoint",
+    )
+    parser.add_argument(
+        "--auth",
+        choices=["admin", "access-token"],
+        default="admin",
+        help="admin: IAM and Admin* calls; access-token: users' stored tokens "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--token-table",
+        metavar="NAME",
+        help="DynamoDB table of access tokens keyed by username "
+        "(attribute access_token), for --auth access-token",
+    )
+    parser.add_argument("--workers", type=int, default=32, help=argparse.SUPPRESS)
+    if with_format:
+        parser.add_argument(
+            "--format",
+            choices=["text", "json", "md"],
+            default="text",
+            help="summary printed to stdout (default: %(default)s)",
+        )
+    _add_aws_options(parser)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mfa_policy.clients import aws_client
+    from mfa_policy.engine import Mode
+    from mfa_policy.local_run import run_locally
+    from mfa_policy.policy_file import load_policy_file
+    from mfa_policy.progress import Progress
+    from mfa_policy.report import Counts, is_drifted, is_unconverged
+    from mfa_policy.tokens import DynamoTokenTable
+
+    mode = Mode(args.command)
+    policy = load_policy_file(args.config)
+    for warning in policy.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    tokens = None
+    if args.auth == "access-token":
+        if not args.token_table:
+            raise UsageError("--auth access-token needs --token-table NAME")
+        tokens = DynamoTokenTable(
+            aws_client("dynamodb", region=args.region, endpoint_url=args.endpoint_url),
+            args.token_table,
+        )
+    client = aws_client("cognito-idp", region=args.region, endpoint_url=args.endpoint_url)
+    with Progress(f"{mode.value} {args.user_pool_id}") as progress:
+        result = run_locally(
+            policy,
+            args.user_pool_id,
+            mode,
+            client=client,
+            state_dir=args.state_dir,
+            report_dir=args.report_dir,
+            auth=args.auth,
+            tokens=tokens,
+            resume=args.resume,
+            workers=args.workers,
+            keep_going=progress.keep_going,
+            on_rows=progress.advance,
+        )
+    summary = {**result.summary, "report_dir": str(result.report_dir)}
+    _print_summary(summary, getattr(args, "format", "text"))
+    if not summary["complete"]:
+        print(
+            f"stopped before the end; continue with: mfa-policy {mode.value} --resume "
+            f"{summary['run_id']} (and the same options)",
+            file=sys.stderr,
+        )
+        return EXIT_DRIFT
+    counts = Counts.from_dict(summary["counts"])
+    drifted = is_drifted(counts) if mode is Mode.DRIFT else is_unconverged(counts)
+    return EXIT_DRIFT if drifted else EXIT_OK
+
+
+def _print_summary(summary: dict[str, object], fmt: str) -> None:
+    import json
+
+    from mfa_policy.report import render_markdown, render_text
+
+    if fmt == "json":
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    elif fmt == "md":
+        print(render_markdown(summary), end="")
+    else:
+        print(render_text(summary), end="")
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mfa_policy.clients import aws_client
+    from mfa_policy.gateway import CognitoGateway
+    from mfa_policy.report import Counts
+    from mfa_policy.rollback import rollback
+
+    source = Path(args.from_report)
+    out_dir = (
+        Path(args.report_dir) if args.report_dir else source.with_name(source.name + "-rollback")
+    )
+    client = aws_client("cognito-idp", region=args.region, endpoint_url=args.endpoint_url)
+    summary = rollback(CognitoGateway(client, args.user_pool_id), source, out_dir)
+    _print_summary({**summary, "report_dir": str(out_dir)}, "text")
+    failed = Counts.from_dict(summary["counts"]).by_outcome.get("failed", 0)
+    return EXIT_DRIFT if failed else EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mfa_policy.demo import run_demo
+
+    return run_demo(users=args.users, report_root=args.report_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mfa-policy",
@@ -43,6 +194,50 @@ def build_parser() -> argparse.ArgumentParser:
         "-c", "--config", required=True, metavar="FILE", help="policy file (YAML or JSON)"
     )
     validate.set_defaults(handler=_cmd_validate)
+
+    drift = commands.add_parser(
+        "drift", help="report drift between the policy and each user (read-only)"
+    )
+    _add_run_options(drift, with_format=True)
+    drift.set_defaults(handler=_cmd_run)
+
+    apply = commands.add_parser("apply", help="change users to match the policy")
+    _add_run_options(apply, with_format=True)
+    apply.set_defaults(handler=_cmd_run)
+
+    rollback = commands.add_parser(
+        "rollback",
+        help="restore the users an apply changed, where their state is still what it left",
+    )
+    rollback.add_argument("--user-pool-id", required=True, metavar="ID")
+    rollback.add_argument(
+        "--from-report", required=True, metavar="DIR", help="the report folder of the apply to undo"
+    )
+    rollback.add_argument(
+        "--report-dir",
+        metavar="DIR",
+        help="where to write the rollback's report (default: DIR-rollback)",
+    )
+    _add_aws_options(rollback)
+    rollback.set_defaults(handler=_cmd_rollback)
+
+    demo = commands.add_parser(
+        "demo",
+        help="drift, apply, drift on a seeded pool in an "
+        "embedded Cognito stand-in (needs the dev extra: moto)",
+    )
+    demo.add_argument("--users", type=int, default=1000, help="pool size (default: %(default)s)")
+    demo.add_argument(
+        "--report-dir",
+        default="mfa-policy-demo",
+        metavar="DIR",
+        help="where the three reports go (default: %(default)s)",
+    )
+    demo.set_defaults(handler=_cmd_demo)
+
+    from mfa_policy.cli_single_user import register as register_single_user
+
+    register_single_user(commands)
     return parser
 
 
@@ -51,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(args)
     except MfaPolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (BotoCoreError, ClientError) as exc:
+        # Credentials, endpoints, permissions: the AWS message says what is wrong.
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -1,0 +1,93 @@
+"""Wiring for runs on this machine (the CLI and the demo): state folder, local report folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mfa_policy.engine import Mode
+from mfa_policy.exceptions import RunError
+from mfa_policy.gateway import CognitoGateway
+from mfa_policy.policy import Policy
+from mfa_policy.report import LocalReport
+from mfa_policy.runner import ADMIN, Row, Runner, new_run_id, rate_limiter_for, summary_of
+from mfa_policy.state import IntentJournal, ProbeMemory, StateFolder
+from mfa_policy.tokens import TokenSource
+
+DEFAULT_STATE_DIR = ".mfa-policy"
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    summary: dict[str, Any]
+    report_dir: Path
+
+
+def run_locally(
+    policy: Policy,
+    user_pool_id: str,
+    mode: Mode,
+    *,
+    client: Any,
+    state_dir: str | Path = DEFAULT_STATE_DIR,
+    report_dir: str | Path | None = None,
+    auth: str = ADMIN,
+    tokens: TokenSource | None = None,
+    resume: str | bool = False,
+    workers: int = 32,
+    keep_going: Callable[[], bool] = lambda: True,
+    on_rows: Callable[[list[Row]], None] | None = None,
+) -> LocalRun:
+    """Run (or resume) ``mode`` over the pool; returns the summary, complete or not."""
+    state = StateFolder(state_dir)
+    checkpoint = None
+    if resume:
+        checkpoint = (
+            state.load(resume)
+            if isinstance(resume, str)
+            else state.latest_unfinished(user_pool_id, mode.value)
+        )
+        if checkpoint is None:
+            what = (
+                f"run {resume}"
+                if isinstance(resume, str)
+                else f"unfinished {mode.value} run of {user_pool_id}"
+            )
+            raise RunError(f"nothing to resume: no {what} in {state.root}")
+        if checkpoint.user_pool_id != user_pool_id or checkpoint.mode != mode.value:
+            raise RunError(
+                f"run {checkpoint.run_id} is a {checkpoint.mode} of "
+                f"{checkpoint.user_pool_id}, not a {mode.value} of {user_pool_id}"
+            )
+        run_id = checkpoint.run_id
+        report = LocalReport(checkpoint.report_uri)
+    else:
+        run_id = new_run_id(mode.value)
+        report = LocalReport(report_dir or state.root / "reports" / run_id)
+
+    gateway = CognitoGateway(client, user_pool_id, limiter=rate_limiter_for(policy))
+    probes = ProbeMemory(
+        state.probe_db(user_pool_id), reprobe_after_days=policy.enrollment.reprobe_after_days
+    )
+    try:
+        runner = Runner(
+            gateway,
+            policy,
+            mode=mode,
+            report=report,
+            probes=probes,
+            journal=IntentJournal(state.run_dir(run_id) / "intents.jsonl"),
+            save_checkpoint=state.save,
+            auth=auth,
+            tokens=tokens,
+            workers=workers,
+            on_rows=on_rows,
+        )
+        if checkpoint is None:
+            checkpoint = runner.start(run_id)
+        checkpoint = runner.run_slice(checkpoint, keep_going)
+    finally:
+        probes.close()
+    return LocalRun(summary_of(checkpoint), report.directory)

@@ -1,0 +1,366 @@
+"""A run: preflight, enumerate, read, decide, write, and stream one report row per user.
+
+Pages of ListUsers are processed two at a time (the next page's reads overlap this page's
+writes, so neither quota sits idle) and committed in order: rows appended to the report, then
+the checkpoint saved. A run stopped at a time budget, or killed, resumes after its last
+committed page; the write-intent journal lets it report users it changed just before dying
+as ``changed`` with their true before-state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from mfa_policy.engine import Decision, Mode, after_rejection, decide
+from mfa_policy.exceptions import PreflightError, RunError
+from mfa_policy.gateway import CognitoError, CognitoGateway, ListedUser, MfaRead
+from mfa_policy.model import Factor, MfaState, Outcome, User
+from mfa_policy.policy import Policy
+from mfa_policy.ratelimit import Category, RateLimiter
+from mfa_policy.report import Counts, mask_identifier
+from mfa_policy.state import Checkpoint, Intent, IntentJournal, ProbeMemory
+from mfa_policy.tokens import TokenSource
+
+PAGES_IN_FLIGHT = 2
+ADMIN = "admin"
+ACCESS_TOKEN = "access-token"  # noqa: S105 (the auth mode's name)
+
+Row = dict[str, Any]
+
+
+class ReportSink(Protocol):
+    @property
+    def uri(self) -> str: ...
+
+    def sizes(self) -> dict[str, int]: ...
+    def truncate(self, sizes: Mapping[str, int]) -> None: ...
+    def append(self, rows: list[Row]) -> None: ...
+    def finish(self, summary: Mapping[str, Any]) -> None: ...
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def rate_limiter_for(policy: Policy) -> RateLimiter:
+    limits = policy.rate_limits
+    return RateLimiter(
+        {
+            Category.USER_READ: limits.user_read,
+            Category.USER_RESOURCE_UPDATE: limits.user_resource_update,
+            Category.USER_LIST: limits.user_list,
+        }
+    )
+
+
+def preflight(gateway: CognitoGateway, policy: Policy) -> list[str]:
+    """Refuse a policy the pool cannot honour, before any write; return warnings."""
+    config = gateway.pool_mfa_config()
+    missing = sorted(f.value for f in policy.factors_enabled - config.factors)
+    if missing:
+        raise PreflightError(
+            f"user pool {gateway.user_pool_id} does not offer {', '.join(missing)} MFA, which "
+            f"the policy enables (pool offers: "
+            f"{', '.join(sorted(f.value for f in config.factors)) or 'none'}); configure it "
+            "with SetUserPoolMfaConfig or change the policy"
+        )
+    warnings = list(policy.warnings)
+    if config.mode == "OFF":
+        warnings.append(
+            f"user pool {gateway.user_pool_id} has MFA OFF: preferences are stored but users "
+            "are never prompted for a second factor until MFA is OPTIONAL or ON"
+        )
+    if config.mode == "ON" and any(
+        s.value == "disabled" for r in policy.rules for s in r.factors.values()
+    ):
+        warnings.append(
+            "the pool requires MFA (ON): Cognito refuses to disable factors, so "
+            "rules that disable one cannot converge"
+        )
+    return warnings
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    decision: Decision
+    after: MfaState | None = None
+    error: str | None = None
+    #: False when the user's state was never read (no token, read failed).
+    read: bool = True
+
+
+class Runner:
+    """One run of a policy over a pool, slice by slice."""
+
+    def __init__(
+        self,
+        gateway: CognitoGateway,
+        policy: Policy,
+        *,
+        mode: Mode,
+        report: ReportSink,
+        probes: ProbeMemory,
+        journal: IntentJournal,
+        save_checkpoint: Callable[[Checkpoint], None],
+        auth: str = ADMIN,
+        tokens: TokenSource | None = None,
+        workers: int = 32,
+        on_rows: Callable[[list[Row]], None] | None = None,
+    ) -> None:
+        if auth == ACCESS_TOKEN and tokens is None:
+            raise RunError("access-token mode needs a token table (--token-table)")
+        self.gateway = gateway
+        self.policy = policy
+        self.mode = mode
+        self.report = report
+        self.probes = probes
+        self.journal = journal
+        self.save_checkpoint = save_checkpoint
+        self.auth = auth
+        self.tokens = tokens
+        self.workers = workers
+        self.on_rows = on_rows
+
+    def start(self, run_id: str | None = None) -> Checkpoint:
+        """Preflight and a fresh checkpoint; raises PreflightError before anything is written."""
+        warnings = preflight(self.gateway, self.policy)
+        checkpoint = Checkpoint(
+            run_id=run_id or new_run_id(self.mode.value),
+            user_pool_id=self.gateway.user_pool_id,
+            mode=self.mode.value,
+            auth=self.auth,
+            policy_hash=self.policy.hash,
+            started_at=now_iso(),
+            warnings=warnings,
+            report_uri=self.report.uri,
+            report=self.report.sizes(),
+        )
+        self._merge_calls(checkpoint)
+        self.save_checkpoint(checkpoint)
+        return checkpoint
+
+    def run_slice(
+        self, checkpoint: Checkpoint, keep_going: Callable[[], bool] = lambda: True
+    ) -> Checkpoint:
+        """Process pages until the pool is done or ``keep_going()`` says stop; commit each."""
+        if checkpoint.done:
+            return checkpoint
+        if checkpoint.policy_hash != self.policy.hash:
+            raise RunError(
+                f"run {checkpoint.run_id} was started with policy "
+                f"{checkpoint.policy_hash}, not {self.policy.hash}; start a new run"
+            )
+        self.report.truncate(checkpoint.report)
+        checkpoint = replace(checkpoint, slices=checkpoint.slices + 1)
+        groups = self._group_members()
+        in_flight: deque[tuple[int, str | None, list[Future[Row]]]] = deque()
+        page, token = checkpoint.next_page, checkpoint.next_token
+        listed_all = False
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="user") as pool:
+            while True:
+                while len(in_flight) < PAGES_IN_FLIGHT and not listed_all and keep_going():
+                    users_page = self.gateway.list_users_page(token)
+                    tokens = self._tokens_for(users_page.users)
+                    futures = [
+                        pool.submit(self._process, u, page, groups, tokens.get(u.username))
+                        for u in users_page.users
+                    ]
+                    in_flight.append((page, users_page.next_token, futures))
+                    page, token = page + 1, users_page.next_token
+                    listed_all = token is None
+                if not in_flight:
+                    break
+                committed, token_after, futures = in_flight.popleft()
+                rows = [f.result() for f in futures]
+                checkpoint = self._commit(checkpoint, committed, token_after, rows)
+        if checkpoint.done:
+            checkpoint = replace(checkpoint, ended_at=now_iso())
+            self.save_checkpoint(checkpoint)
+            self.report.finish(summary_of(checkpoint))
+        return checkpoint
+
+    # -- commit ---------------------------------------------------------------------------
+
+    def _commit(
+        self, checkpoint: Checkpoint, page: int, token_after: str | None, rows: list[Row]
+    ) -> Checkpoint:
+        self.report.append(rows)
+        counts = Counts.from_dict(checkpoint.counts)
+        for row in rows:
+            counts.add_row(row)
+        checkpoint = replace(
+            checkpoint,
+            next_page=page + 1,
+            next_token=token_after,
+            done=token_after is None,
+            counts=counts.to_dict(),
+            report=self.report.sizes(),
+        )
+        self._merge_calls(checkpoint)
+        self.save_checkpoint(checkpoint)
+        self.journal.clear_through(page)
+        if self.on_rows:
+            self.on_rows(rows)
+        return checkpoint
+
+    def _merge_calls(self, checkpoint: Checkpoint) -> None:
+        """Move the gateway's call counters into the checkpoint (they survive slices)."""
+        counts = Counts.from_dict(checkpoint.counts)
+        counters = self.gateway.counters
+        with counters._lock:
+            counts.api_calls.update(counters.calls)
+            counts.throttled.update(counters.throttled)
+            counters.calls.clear()
+            counters.throttled.clear()
+        checkpoint.counts = counts.to_dict()
+
+    def _group_members(self) -> dict[str, frozenset[str]]:
+        return {
+            g: frozenset(self.gateway.group_members(g))
+            for g in sorted(self.policy.groups_referenced)
+        }
+
+    def _tokens_for(self, users: list[ListedUser]) -> dict[str, str]:
+        if self.auth != ACCESS_TOKEN:
+            return {}
+        assert self.tokens is not None
+        return self.tokens.get_many(u.username for u in users)
+
+    # -- one user -------------------------------------------------------------------------
+
+    def _process(
+        self, listed: ListedUser, page: int, groups: Mapping[str, frozenset[str]], token: str | None
+    ) -> Row:
+        member_of = frozenset(g for g, members in groups.items() if listed.username in members)
+        skeleton = Decision(listed.username, listed.sub, None, Outcome.SKIPPED, "", MfaState())
+        if self.auth == ACCESS_TOKEN and token is None:
+            return row_of(
+                _Outcome(replace(skeleton, reason="no_token: no stored access token"), read=False),
+                self.mode,
+            )
+        try:
+            user = self._read(listed, member_of, token)
+        except CognitoError as exc:
+            return row_of(replace(self._error_outcome(skeleton, exc), read=False), self.mode)
+        probe_allowed = self.policy.enrollment.probe and self.probes.allowed(user.sub)
+        if self.mode is Mode.APPLY:
+            resumed = self._resumed(user, probe_allowed)
+            if resumed is not None:
+                return row_of(resumed, self.mode)
+        decision = decide(self.policy, user, self.mode, probe_allowed=probe_allowed)
+        if self.mode is Mode.DRIFT or decision.request is None:
+            return row_of(_Outcome(decision, after=user.mfa), self.mode)
+        return row_of(self._apply(user, decision, page, token), self.mode)
+
+    def _resumed(self, user: User, probe_allowed: bool) -> _Outcome | None:
+        """A user this run wrote just before it was interrupted: report it as that write."""
+        intent = self.journal.get(user.username)
+        if intent is None or intent.target != user.mfa or intent.before == user.mfa:
+            return None
+        redo = decide(
+            self.policy, replace(user, mfa=intent.before), Mode.APPLY, probe_allowed=probe_allowed
+        )
+        if redo.target != user.mfa:
+            return None
+        return _Outcome(redo, after=user.mfa)
+
+    def _read(self, listed: ListedUser, groups: frozenset[str], token: str | None) -> User:
+        read: MfaRead = (
+            self.gateway.token_read(token)
+            if token is not None
+            else self.gateway.admin_read(listed.username)
+        )
+        return User(
+            username=listed.username,
+            sub=listed.sub,
+            status=read.status or listed.status,
+            enabled=listed.enabled if read.enabled is None else read.enabled,
+            attributes=read.attributes or listed.attributes,
+            groups=groups,
+            mfa=read.mfa,
+        )
+
+    def _apply(self, user: User, decision: Decision, page: int, token: str | None) -> _Outcome:
+        for _ in range(len(Factor) + 1):  # each rejection freezes one more factor
+            request = decision.request
+            if request is None:
+                return _Outcome(decision, after=user.mfa)
+            assert decision.target is not None
+            self.journal.record(Intent(page, user.username, user.mfa, decision.target))
+            try:
+                if token is not None:
+                    self.gateway.token_write(token, request)
+                else:
+                    self.gateway.admin_write(user.username, request)
+            except CognitoError as exc:
+                rejection = exc.rejection
+                if rejection is None:
+                    return self._error_outcome(decision, exc)
+                if rejection.factor is Factor.TOTP:
+                    self.probes.record_failure(user.sub)
+                decision = after_rejection(decision, rejection)
+                continue
+            if decision.probing:
+                self.probes.forget(user.sub)
+            return _Outcome(decision, after=decision.target)
+        raise AssertionError("every rejection freezes a factor, so this loop ends")
+
+    def _error_outcome(self, decision: Decision, exc: CognitoError) -> _Outcome:
+        if exc.code == "UserNotFoundException":
+            outcome, reason = Outcome.SKIPPED, "user_not_found: deleted during the run"
+        elif exc.code == "NotAuthorizedException" and self.auth == ACCESS_TOKEN:
+            outcome, reason = Outcome.TOKEN_INVALID, "stored access token expired or revoked"
+        elif exc.code in ("UserNotConfirmedException", "PasswordResetRequiredException"):
+            outcome, reason = Outcome.SKIPPED, f"{exc.code}: Cognito refuses changes to this user"
+        else:
+            outcome, reason = Outcome.FAILED, f"{exc.operation}: {exc.message}"
+        failed = replace(decision, outcome=outcome, reason=reason, request=None)
+        return _Outcome(failed, after=None, error=exc.code)
+
+
+def row_of(result: _Outcome, mode: Mode) -> Row:
+    d = result.decision
+    row: Row = {
+        "username": mask_identifier(d.username),
+        "sub": d.sub,
+        "rule": d.rule,
+        "outcome": d.outcome.value,
+        "reason": d.reason,
+        "before": d.before.to_dict() if result.read else None,
+        "desired": d.desired.to_dict() if d.desired else None,
+        "request": d.request.to_dict() if d.request else None,
+    }
+    if mode is Mode.APPLY:
+        row["after"] = result.after.to_dict() if result.after else None
+    if result.error:
+        row["error"] = result.error
+    return row
+
+
+def new_run_id(mode: str) -> str:
+    return f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{mode}-{uuid.uuid4().hex[:6]}"
+
+
+def summary_of(checkpoint: Checkpoint) -> dict[str, Any]:
+    counts = Counts.from_dict(checkpoint.counts)
+    return {
+        "run_id": checkpoint.run_id,
+        "user_pool_id": checkpoint.user_pool_id,
+        "mode": checkpoint.mode,
+        "auth": checkpoint.auth,
+        "policy_hash": checkpoint.policy_hash,
+        "started_at": checkpoint.started_at,
+        "ended_at": checkpoint.ended_at,
+        "complete": checkpoint.done,
+        "users": counts.users,
+        "counts": counts.to_dict(),
+        "slices": checkpoint.slices,
+        "report_uri": checkpoint.report_uri,
+        "warnings": checkpoint.warnings,
+    }
