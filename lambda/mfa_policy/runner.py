@@ -161,10 +161,13 @@ class Runner:
         groups = self._group_members()
         in_flight: deque[tuple[int, str | None, list[Future[Row]]]] = deque()
         page, token = checkpoint.next_page, checkpoint.next_token
+        first_page = page
         listed_all = False
         with ThreadPoolExecutor(self.workers, thread_name_prefix="user") as pool:
             while True:
-                while len(in_flight) < PAGES_IN_FLIGHT and not listed_all and keep_going():
+                # A slice always takes at least one page, so a loop of slices always progresses.
+                while len(in_flight) < PAGES_IN_FLIGHT and not listed_all and (
+                        page == first_page or keep_going()):
                     users_page = self.gateway.list_users_page(token)
                     tokens = self._tokens_for(users_page.users)
                     futures = [

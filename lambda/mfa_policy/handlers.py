@@ -1,0 +1,254 @@
+"""Lambda entry points: a thin driver over the runner, for Step Functions and CloudFormation.
+
+- ``slice_handler``: one slice of a run (Step Functions loops it until ``done``).
+- ``deploy_on_event`` / ``deploy_is_complete``: the custom resource that runs the policy on
+  deploy (the CDK Provider framework calls them); deleting the stack changes no user.
+
+Configuration comes from the environment through ``settings_from_env``; clients are built
+inside the handlers, never at import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from mfa_policy.clients import aws_client
+from mfa_policy.engine import Mode
+from mfa_policy.gateway import CognitoGateway
+from mfa_policy.model import DRIFT_OUTCOMES, Outcome
+from mfa_policy.policy import policy_from_json
+from mfa_policy.runner import ACCESS_TOKEN, ADMIN, Runner, new_run_id, rate_limiter_for
+from mfa_policy.s3_report import S3File, S3Report
+from mfa_policy.state import Checkpoint, IntentJournal, ProbeMemory
+from mfa_policy.tokens import DynamoTokenTable
+
+logger = Logger(service="mfa-policy")
+
+#: Stop taking new pages this long before the Lambda's own timeout: in-flight pages finish.
+SAFETY_MARGIN_SECONDS = 90.0
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    user_pool_id: str
+    policy_json: str
+    report_bucket: str
+    report_prefix: str = "mfa-policy/"
+    auth: str = ADMIN
+    token_table: str | None = None
+    metrics_namespace: str = "MfaPolicy"
+
+
+def settings_from_env(env: Mapping[str, str]) -> HandlerSettings:
+    missing = [k for k in ("USER_POOL_ID", "POLICY_JSON", "REPORT_BUCKET") if not env.get(k)]
+    if missing:
+        raise ValueError(f"missing environment variables: {', '.join(missing)}")
+    auth = env.get("AUTH", ADMIN)
+    if auth not in (ADMIN, ACCESS_TOKEN):
+        raise ValueError(f"AUTH must be {ADMIN} or {ACCESS_TOKEN}, got {auth!r}")
+    if auth == ACCESS_TOKEN and not env.get("TOKEN_TABLE"):
+        raise ValueError("AUTH=access-token needs TOKEN_TABLE")
+    return HandlerSettings(
+        user_pool_id=env["USER_POOL_ID"],
+        policy_json=env["POLICY_JSON"],
+        report_bucket=env["REPORT_BUCKET"],
+        report_prefix=env.get("REPORT_PREFIX", "mfa-policy/"),
+        auth=auth,
+        token_table=env.get("TOKEN_TABLE") or None,
+        metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "MfaPolicy"),
+    )
+
+
+def run_slice(
+    event: Mapping[str, Any],
+    *,
+    settings: HandlerSettings,
+    cognito: Any,
+    s3: Any,
+    dynamodb: Any | None,
+    time_budget: float,
+) -> dict[str, Any]:
+    """One slice: resume from ``event["checkpoint"]`` (or start); take no new page after
+    ``time_budget`` seconds (but always at least one)."""
+    policy = policy_from_json(settings.policy_json)
+    mode = Mode(event.get("mode", Mode.DRIFT.value))
+    raw_checkpoint = event.get("checkpoint")
+    checkpoint = Checkpoint.from_dict(raw_checkpoint) if raw_checkpoint else None
+    run_id = checkpoint.run_id if checkpoint else (event.get("run_id") or new_run_id(mode.value))
+    work = Path(tempfile.mkdtemp(prefix="mfa-policy-"))
+    report = S3Report(
+        s3,
+        settings.report_bucket,
+        settings.report_prefix,
+        run_id,
+        slice_number=(checkpoint.slices if checkpoint else 0) + 1,
+    )
+    probe_file = S3File(
+        s3,
+        settings.report_bucket,
+        f"{settings.report_prefix.rstrip('/')}/probes/{settings.user_pool_id}.sqlite".lstrip("/"),
+        work / "probes.sqlite",
+    )
+    probe_file.download()
+    probes = ProbeMemory(probe_file.local, reprobe_after_days=policy.enrollment.reprobe_after_days)
+    tokens = (
+        DynamoTokenTable(dynamodb, settings.token_table)
+        if settings.auth == ACCESS_TOKEN and settings.token_table
+        else None
+    )
+    gateway = CognitoGateway(cognito, settings.user_pool_id, limiter=rate_limiter_for(policy))
+    stop_at = time.monotonic() + time_budget
+    try:
+        runner = Runner(
+            gateway,
+            policy,
+            mode=mode,
+            report=report,
+            probes=probes,
+            journal=IntentJournal(work / "intents.jsonl"),
+            save_checkpoint=lambda _: None,  # Step Functions carries the checkpoint
+            auth=settings.auth,
+            tokens=tokens,
+        )
+        if checkpoint is None:
+            checkpoint = runner.start(run_id)
+        checkpoint = runner.run_slice(checkpoint, lambda: time.monotonic() < stop_at)
+        if not checkpoint.done:
+            report.flush_part()
+    finally:
+        probes.close()
+    if mode is Mode.APPLY:
+        probe_file.upload()
+    by_outcome = {k: v for k, v in checkpoint.counts.get("by_outcome", {}).items() if v}
+    logger.info(
+        "slice finished",
+        extra={
+            "run_id": run_id,
+            "mode": mode.value,
+            "slice": checkpoint.slices,
+            "done": checkpoint.done,
+            "counts": by_outcome,
+        },
+    )
+    return {
+        "mode": mode.value,
+        "trigger": event.get("trigger", "manual"),
+        "run_id": run_id,
+        "checkpoint": checkpoint.to_dict(),
+        "done": checkpoint.done,
+        "counts": by_outcome,
+        "report_uri": report.uri,
+    }
+
+
+def emit_run_metrics(metrics: Metrics, result: Mapping[str, Any], user_pool_id: str) -> None:
+    """One data point per outcome (zeros included, so alarms see the run) when a run ends."""
+    metrics.add_dimension(name="UserPoolId", value=user_pool_id)
+    metrics.add_dimension(name="Mode", value=result["mode"])
+    for outcome in Outcome:
+        metrics.add_metric(
+            name=outcome.value, unit=MetricUnit.Count, value=result["counts"].get(outcome.value, 0)
+        )
+    metrics.flush_metrics()
+
+
+@logger.inject_lambda_context(log_event=False)
+def slice_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings = settings_from_env(os.environ)
+    result = run_slice(
+        event,
+        settings=settings,
+        cognito=aws_client("cognito-idp"),
+        s3=aws_client("s3"),
+        dynamodb=aws_client("dynamodb") if settings.token_table else None,
+        time_budget=context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS,
+    )
+    if result["done"]:
+        # service="" keeps Powertools from adding a service dimension: the construct's metrics
+        # and alarms address exactly {UserPoolId, Mode}.
+        emit_run_metrics(
+            Metrics(namespace=settings.metrics_namespace, service=""), result, settings.user_pool_id
+        )
+    return result
+
+
+# -- the custom resource: run on deploy ------------------------------------------------------
+
+
+def deploy_on_event(event: dict[str, Any], context: Any, *, sfn: Any = None) -> dict[str, Any]:
+    """Create/Update start a run (the properties hold the policy hash, so CloudFormation only
+    calls Update when the policy's meaning changed); Delete changes no user."""
+    physical_id = event.get("PhysicalResourceId") or (
+        f"mfa-policy-{event['ResourceProperties'].get('UserPoolId', 'pool')}"
+    )
+    if event["RequestType"] == "Delete":
+        return {"PhysicalResourceId": physical_id}
+    props = event["ResourceProperties"]
+    sfn = sfn or aws_client("stepfunctions")
+    name = f"deploy-{props.get('PolicyHash', 'x')[:12]}-{int(time.time())}"
+    execution = sfn.start_execution(
+        stateMachineArn=os.environ["STATE_MACHINE_ARN"],
+        name=name,
+        input=json.dumps({"mode": props.get("Mode", Mode.APPLY.value), "trigger": "deploy"}),
+    )
+    logger.info("run started on deploy", extra={"execution": execution["executionArn"]})
+    return {
+        "PhysicalResourceId": physical_id,
+        "Data": {"ExecutionArn": execution["executionArn"], "StartedAt": str(time.time())},
+    }
+
+
+def deploy_is_complete(
+    event: dict[str, Any], context: Any, *, sfn: Any = None, now: float | None = None
+) -> dict[str, Any]:
+    """Done when the run ends, or when the deploy has waited ``WAIT_SECONDS`` (the run goes on)."""
+    if event["RequestType"] == "Delete":
+        return {"IsComplete": True}
+    data = event.get("Data") or {}
+    sfn = sfn or aws_client("stepfunctions")
+    execution = sfn.describe_execution(executionArn=data["ExecutionArn"])
+    status = execution["status"]
+    if status == "SUCCEEDED":
+        output = json.loads(execution.get("output") or "{}")
+        return {"IsComplete": True, "Data": attributes_of(output, status)}
+    if status in ("FAILED", "TIMED_OUT", "ABORTED"):
+        cause = execution.get("cause") or execution.get("error") or status
+        raise RuntimeError(f"mfa-policy run {status.lower()}: {_short_cause(cause)}")
+    waited = (now if now is not None else time.time()) - float(data.get("StartedAt", 0))
+    if waited >= float(os.environ.get("WAIT_SECONDS", "0")):
+        return {"IsComplete": True, "Data": attributes_of({}, "RUNNING")}
+    return {"IsComplete": False}
+
+
+def attributes_of(output: Mapping[str, Any], status: str) -> dict[str, str]:
+    """The custom resource's attributes: small counts and where the report is."""
+    counts = output.get("counts", {})
+    drifted = sum(counts.get(o.value, 0) for o in DRIFT_OUTCOMES)
+    return {
+        "Status": status,
+        "ReportUri": output.get("report_uri", ""),
+        "Changed": str(counts.get(Outcome.CHANGED.value, 0)),
+        "Drifted": str(drifted),
+        "NeedsEnrollment": str(counts.get(Outcome.NEEDS_ENROLLMENT.value, 0)),
+        "Blocked": str(counts.get(Outcome.BLOCKED.value, 0)),
+        "Failed": str(counts.get(Outcome.FAILED.value, 0)),
+    }
+
+
+def _short_cause(cause: str) -> str:
+    """Step Functions wraps a Lambda error as JSON; show its message."""
+    try:
+        parsed = json.loads(cause)
+    except ValueError:
+        return cause[:500]
+    return str(parsed.get("errorMessage") or parsed)[:500] if isinstance(parsed, dict) else cause
