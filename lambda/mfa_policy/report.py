@@ -40,9 +40,9 @@ CSV_COLUMNS = (
 
 
 def mask_email(value: str) -> str:
-    """``alice@example.com`` → ``a***@example.com``."""
+    """``alice@example.com`` → ``a***@example.com``; a value that is not an address → ``***``."""
     match = _EMAIL.match(value)
-    return f"{match.group(1)}***{match.group(2)}" if match else value
+    return f"{match.group(1)}***{match.group(2)}" if match else "***"
 
 
 def mask_phone(value: str) -> str:
