@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import mfa_policy
 from aws_cdk import Stack, Token
 from aws_cdk import aws_lambda as lambda_
+
+import mfa_policy
 from constructs import Construct
 
 #: Python 3.14 is the newest Python runtime aws-cdk-lib 2.275 knows (cdk-nag L1 wants the newest).
@@ -24,7 +25,7 @@ DEPLOY_ON_EVENT_HANDLER = "mfa_policy.handlers.deploy_on_event"
 DEPLOY_IS_COMPLETE_HANDLER = "mfa_policy.handlers.deploy_is_complete"
 
 #: Development-only code (the Cognito stand-in server) and build leftovers stay out of the asset.
-ASSET_EXCLUDE = ("**/__pycache__", "**/*.pyc", "mfa_policy/standin/**", "*.egg-info")
+ASSET_EXCLUDE = ("**/__pycache__", "**/*.pyc", "mfa_policy/standin", "*.egg-info")
 
 #: AWS publishes Powertools for AWS Lambda (Python) v3 as a public layer per Python version and
 #: architecture from this account. Version 38 of the python314-arm64 layer is the newest one this
@@ -60,7 +61,7 @@ def code() -> lambda_.Code:
 def powertools_layer(scope: Construct, id: str) -> lambda_.ILayerVersion:
     """AWS's public Powertools layer for this runtime and architecture, in the stack's Region."""
     python = RUNTIME.name.replace(".", "")  # python3.14 -> python314
-    arch = "arm64" if ARCHITECTURE == lambda_.Architecture.ARM_64 else "x86_64"
+    arch = ARCHITECTURE.name  # arm64 or x86_64, as the layer names spell them
     region = Stack.of(scope).region
     arn = (
         f"arn:aws:lambda:{region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"

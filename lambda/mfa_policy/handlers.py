@@ -82,6 +82,24 @@ def run_slice(
     ``time_budget`` seconds (but always at least one)."""
     policy = policy_from_json(settings.policy_json)
     mode = Mode(event.get("mode", Mode.DRIFT.value))
+    wanted_hash = event.get("policy_hash")
+    if wanted_hash and wanted_hash != policy.hash:
+        # CloudFormation rolls a failed update back through the custom resource before the
+        # function's own settings: never apply a policy the stack is leaving.
+        logger.warning(
+            "run skipped: policy changed", extra={"wanted": wanted_hash, "have": policy.hash}
+        )
+        return {
+            "mode": mode.value,
+            "trigger": event.get("trigger", "manual"),
+            "run_id": "",
+            "checkpoint": None,
+            "done": True,
+            "counts": {},
+            "report_uri": "",
+            "skipped": f"started for policy {wanted_hash}, but this function carries "
+            f"policy {policy.hash}",
+        }
     raw_checkpoint = event.get("checkpoint")
     checkpoint = Checkpoint.from_dict(raw_checkpoint) if raw_checkpoint else None
     run_id = checkpoint.run_id if checkpoint else (event.get("run_id") or new_run_id(mode.value))
@@ -199,7 +217,13 @@ def deploy_on_event(event: dict[str, Any], context: Any, *, sfn: Any = None) -> 
     execution = sfn.start_execution(
         stateMachineArn=os.environ["STATE_MACHINE_ARN"],
         name=name,
-        input=json.dumps({"mode": props.get("Mode", Mode.APPLY.value), "trigger": "deploy"}),
+        input=json.dumps(
+            {
+                "mode": props.get("Mode", Mode.APPLY.value),
+                "trigger": "deploy",
+                "policy_hash": props.get("PolicyHash"),
+            }
+        ),
     )
     logger.info("run started on deploy", extra={"execution": execution["executionArn"]})
     return {
@@ -220,6 +244,7 @@ def deploy_is_complete(
     status = execution["status"]
     if status == "SUCCEEDED":
         output = json.loads(execution.get("output") or "{}")
+        status = "SKIPPED" if output.get("skipped") else status
         return {"IsComplete": True, "Data": attributes_of(output, status)}
     if status in ("FAILED", "TIMED_OUT", "ABORTED"):
         cause = execution.get("cause") or execution.get("error") or status

@@ -267,7 +267,9 @@ def test_create_starts_a_run_in_the_mode_the_stack_asks(machine_env):
 
     response = deploy_on_event(cfn_event("Create", Mode="drift"), None, sfn=sfn)
 
-    assert sfn.started == [{"mode": "drift", "trigger": "deploy"}]
+    assert sfn.started == [
+        {"mode": "drift", "trigger": "deploy", "policy_hash": "0123456789abcdef"}
+    ]
     assert response["PhysicalResourceId"] == "mfa-policy-us-east-1_x"
     assert response["Data"]["ExecutionArn"].startswith(
         "arn:aws:states:us-east-1:123456789012:execution:MfaPolicyRuns:deploy-"
@@ -280,7 +282,9 @@ def test_update_keeps_the_physical_id_and_starts_a_run(machine_env):
     response = deploy_on_event(cfn_event("Update"), None, sfn=sfn)
 
     assert response["PhysicalResourceId"] == "mfa-policy-us-east-1_x"
-    assert sfn.started == [{"mode": "apply", "trigger": "deploy"}]
+    assert sfn.started == [
+        {"mode": "apply", "trigger": "deploy", "policy_hash": "0123456789abcdef"}
+    ]
 
 
 def test_delete_changes_no_user(machine_env):
@@ -362,3 +366,22 @@ def test_a_failed_run_fails_the_deploy_with_its_message(machine_env):
         RuntimeError, match="mfa-policy run failed: user pool us-east-1_x does not offer totp MFA"
     ):
         deploy_is_complete(started_event(1000.0), None, sfn=sfn, now=1010.0)
+
+
+def test_a_run_for_another_policy_changes_nobody(standin, demo_pool, bucket):
+    # CloudFormation rolling back: the run was started for the old policy's hash.
+    settings = settings_for(demo_pool.pool_id, bucket)
+
+    out = run_slice(
+        {"mode": "apply", "trigger": "deploy", "policy_hash": "0ld0ld0ld0ld0ld0"},
+        settings=settings,
+        cognito=standin.client(),
+        s3=standin.client("s3"),
+        dynamodb=None,
+        time_budget=60,
+    )
+
+    assert out["done"] is True
+    assert "started for policy 0ld0ld0ld0ld0ld0" in out["skipped"]
+    assert standin.calls.get("AdminSetUserMFAPreference", 0) == 0
+    assert standin.calls.get("ListUsers", 0) == 0
