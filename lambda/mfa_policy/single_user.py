@@ -68,6 +68,7 @@ class CognitoRequestError(SingleUserError):
 # --------------------------------------------------------------------------------------------
 # Masking: phone numbers and email addresses never appear unmasked in anything printed.
 
+
 def mask_attribute(name: str, value: str) -> str:
     """An attribute's value as it may be printed."""
     if name == "email":

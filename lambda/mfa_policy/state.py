@@ -79,14 +79,16 @@ class IntentJournal:
         self._intents: dict[str, Intent] = {}
         if path.exists():
             for line in path.read_text("utf-8").splitlines():
-                if line.strip():
+                try:
                     raw = json.loads(line)
-                    self._intents[raw["username"]] = Intent(
-                        raw["page"],
-                        raw["username"],
-                        MfaState.from_dict(raw["before"]),
-                        MfaState.from_dict(raw["target"]),
-                    )
+                except ValueError:
+                    continue  # the last line of a killed process may be cut short
+                self._intents[raw["username"]] = Intent(
+                    raw["page"],
+                    raw["username"],
+                    MfaState.from_dict(raw["before"]),
+                    MfaState.from_dict(raw["target"]),
+                )
 
     def get(self, username: str) -> Intent | None:
         with self._lock:

@@ -871,3 +871,20 @@ def test_hooks_run_outside_the_lock(standin, cognito, pool_id, make_user):
     standin.before_request(try_lock)
     cognito.admin_get_user(UserPoolId=pool_id, Username="alice")
     assert acquired == [True]
+
+
+def test_admin_calls_accept_a_users_sub_as_username(standin, cognito, pool_id, make_user):
+    make_user(pool_id, "dora", phone="+15550100999")
+    sub = next(
+        a["Value"]
+        for a in cognito.admin_get_user(UserPoolId=pool_id, Username="dora")["UserAttributes"]
+        if a["Name"] == "sub"
+    )
+
+    cognito.admin_set_user_mfa_preference(
+        UserPoolId=pool_id, Username=sub, SMSMfaSettings={"Enabled": True, "PreferredMfa": True}
+    )
+
+    user = cognito.admin_get_user(UserPoolId=pool_id, Username=sub)
+    assert user["Username"] == "dora"
+    assert user["PreferredMfaSetting"] == "SMS_MFA"

@@ -28,8 +28,14 @@ def run(*args, capsys):
 
 
 def test_live_drift_reports_every_user_once(tmp_path, capsys):
-    code, summary = run("drift", "--report-dir", str(tmp_path / "drift"),
-                        "--state-dir", str(tmp_path / "state"), capsys=capsys)
+    code, summary = run(
+        "drift",
+        "--report-dir",
+        str(tmp_path / "drift"),
+        "--state-dir",
+        str(tmp_path / "state"),
+        capsys=capsys,
+    )
 
     assert code in (0, 2)
     rows = (tmp_path / "drift" / "users.jsonl").read_text().splitlines()
@@ -37,12 +43,15 @@ def test_live_drift_reports_every_user_once(tmp_path, capsys):
     assert summary["counts"]["api_calls"].get("admin_set_user_mfa_preference", 0) == 0
 
 
-@pytest.mark.skipif(os.environ.get("MFA_POLICY_LIVE_APPLY") != "1",
-                    reason="set MFA_POLICY_LIVE_APPLY=1 to change real users")
+@pytest.mark.skipif(
+    os.environ.get("MFA_POLICY_LIVE_APPLY") != "1",
+    reason="set MFA_POLICY_LIVE_APPLY=1 to change real users",
+)
 def test_live_apply_twice_writes_nothing_the_second_time(tmp_path, capsys):
     state = str(tmp_path / "state")
     run("apply", "--report-dir", str(tmp_path / "a1"), "--state-dir", state, capsys=capsys)
-    _, second = run("apply", "--report-dir", str(tmp_path / "a2"), "--state-dir", state,
-                    capsys=capsys)
+    _, second = run(
+        "apply", "--report-dir", str(tmp_path / "a2"), "--state-dir", state, capsys=capsys
+    )
 
     assert second["counts"]["api_calls"].get("admin_set_user_mfa_preference", 0) == 0

@@ -789,6 +789,8 @@ class FidelityMiddleware:
         region = match.group(1) if match else self.region
         with self.lock:
             try:
+                if operation.startswith("Admin") and "Username" in body:
+                    _resolve_sub_alias(cognitoidp_backends[account_id][region], body, environ)
                 return self._dispatch(operation, body, environ, account_id, region)
             except _Reject as reject:
                 return reject.error
@@ -909,6 +911,21 @@ class _Reject(Exception):
 
 # --------------------------------------------------------------------------------------------
 # WSGI plumbing.
+
+
+def _resolve_sub_alias(backend: Any, body: dict[str, Any], environ: dict[str, Any]) -> None:
+    """Cognito's Admin* calls take a user's sub as Username; moto looks up usernames only."""
+    pool = backend.user_pools.get(body.get("UserPoolId", ""))
+    name = body.get("Username")
+    if pool is None or not isinstance(name, str) or pool._get_user(name) is not None:
+        return
+    for user in pool.users.values():
+        if any(a.get("Name") == "sub" and a.get("Value") == name for a in user.attributes):
+            body["Username"] = user.username
+            raw = json.dumps(body).encode()
+            environ["wsgi.input"] = io.BytesIO(raw)
+            environ["CONTENT_LENGTH"] = str(len(raw))
+            return
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
