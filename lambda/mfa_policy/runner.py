@@ -63,6 +63,13 @@ def preflight(gateway: CognitoGateway, policy: Policy) -> list[str]:
     """Refuse a policy the pool cannot honour, before any write; return warnings."""
     config = gateway.pool_mfa_config()
     missing = sorted(f.value for f in policy.factors_enabled - config.factors)
+    if missing and config.mode == "OFF":
+        # Cognito refuses factor settings on a pool with MFA OFF, so such a pool offers none.
+        raise PreflightError(
+            f"user pool {gateway.user_pool_id} has MFA OFF, so it offers no factor, and the "
+            f"policy enables {', '.join(missing)}; set the pool's MFA to OPTIONAL (or ON) with "
+            "those factors configured first"
+        )
     if missing:
         raise PreflightError(
             f"user pool {gateway.user_pool_id} does not offer {', '.join(missing)} MFA, which "
@@ -126,6 +133,9 @@ class Runner:
         self.tokens = tokens
         self.workers = workers
         self.on_rows = on_rows
+        #: The policy without its rules: decide() on it tells only whether a user is in scope
+        #: (excluded or skipped, else unmanaged), which the listing alone answers.
+        self._scope = replace(policy, rules=())
 
     def start(self, run_id: str | None = None) -> Checkpoint:
         """Preflight and a fresh checkpoint; raises PreflightError before anything is written."""
@@ -166,8 +176,11 @@ class Runner:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="user") as pool:
             while True:
                 # A slice always takes at least one page, so a loop of slices always progresses.
-                while len(in_flight) < PAGES_IN_FLIGHT and not listed_all and (
-                        page == first_page or keep_going()):
+                while (
+                    len(in_flight) < PAGES_IN_FLIGHT
+                    and not listed_all
+                    and (page == first_page or keep_going())
+                ):
                     users_page = self.gateway.list_users_page(token)
                     tokens = self._tokens_for(users_page.users)
                     futures = [
@@ -241,6 +254,9 @@ class Runner:
         self, listed: ListedUser, page: int, groups: Mapping[str, frozenset[str]], token: str | None
     ) -> Row:
         member_of = frozenset(g for g, members in groups.items() if listed.username in members)
+        out_of_scope = self._out_of_scope(listed, member_of)
+        if out_of_scope is not None:
+            return out_of_scope
         skeleton = Decision(listed.username, listed.sub, None, Outcome.SKIPPED, "", MfaState())
         if self.auth == ACCESS_TOKEN and token is None:
             return row_of(
@@ -251,7 +267,12 @@ class Runner:
             user = self._read(listed, member_of, token)
         except CognitoError as exc:
             return row_of(replace(self._error_outcome(skeleton, exc), read=False), self.mode)
-        probe_allowed = self.policy.enrollment.probe and self.probes.allowed(user.sub)
+        # Only apply probes; drift needs no probe-memory lookup (one SQLite query per user).
+        probe_allowed = (
+            self.mode is Mode.APPLY
+            and self.policy.enrollment.probe
+            and self.probes.allowed(user.sub)
+        )
         if self.mode is Mode.APPLY:
             resumed = self._resumed(user, probe_allowed)
             if resumed is not None:
@@ -260,6 +281,23 @@ class Runner:
         if self.mode is Mode.DRIFT or decision.request is None:
             return row_of(_Outcome(decision, after=user.mfa), self.mode)
         return row_of(self._apply(user, decision, page, token), self.mode)
+
+    def _out_of_scope(self, listed: ListedUser, member_of: frozenset[str]) -> Row | None:
+        """The row of an excluded, federated or disabled user, from the listing alone: no
+        AdminGetUser for a user whose outcome does not depend on their MFA state (one read
+        per in-scope user); such a row has no before-state."""
+        user = User(
+            username=listed.username,
+            sub=listed.sub,
+            status=listed.status,
+            enabled=listed.enabled,
+            attributes=listed.attributes,
+            groups=member_of,
+        )
+        decision = decide(self._scope, user, self.mode)
+        if decision.outcome in (Outcome.EXCLUDED, Outcome.SKIPPED):
+            return row_of(_Outcome(decision, read=False), self.mode)
+        return None
 
     def _resumed(self, user: User, probe_allowed: bool) -> _Outcome | None:
         """A user this run wrote just before it was interrupted: report it as that write."""
