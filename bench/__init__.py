@@ -1,0 +1,1 @@
+"""Benchmarks that print the tables the README quotes (see bench/README.md)."""
