@@ -6,12 +6,14 @@ One stand-in per test session (per xdist worker). Tests isolate by working in th
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from mfa_policy.standin import CognitoStandIn, create_pool, seed_user
+from mfa_policy.tokens import DynamoTokenTable
 
 MakePool = Callable[..., str]
 MakeUser = Callable[..., str]
@@ -75,3 +77,35 @@ def make_user(standin: CognitoStandIn) -> MakeUser:
         return seed_user(standin, pool_id, username, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def token_table(
+    standin: CognitoStandIn,
+) -> Iterator[Callable[..., tuple[DynamoTokenTable, dict[str, str]]]]:
+    """`token_table(pool_id, usernames) -> (DynamoTokenTable, {token: username})`: a DynamoDB
+    table of access tokens on the stand-in, as `--auth access-token` reads them."""
+    dynamodb = standin.client("dynamodb")
+    tables: list[str] = []
+
+    def make(pool_id: str, usernames: list[str]) -> tuple[DynamoTokenTable, dict[str, str]]:
+        name = f"tokens-{uuid.uuid4().hex[:8]}"
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "username", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "username", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        tables.append(name)
+        tokens = {standin.issue_access_token(pool_id, u): u for u in usernames}
+        items = [
+            {"PutRequest": {"Item": {"username": {"S": u}, "access_token": {"S": t}}}}
+            for t, u in tokens.items()
+        ]
+        for start in range(0, len(items), 25):
+            dynamodb.batch_write_item(RequestItems={name: items[start : start + 25]})
+        return DynamoTokenTable(dynamodb, name), tokens
+
+    yield make
+    for name in tables:
+        dynamodb.delete_table(TableName=name)

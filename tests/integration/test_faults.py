@@ -47,7 +47,6 @@ from mfa_policy.standin import (
     check_mfa_preference,
     seed_demo_pool,
 )
-from mfa_policy.tokens import DynamoTokenTable
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # `bench` is a folder of the repository, not an installed package
@@ -422,35 +421,6 @@ def test_users_deleted_or_changed_mid_run_get_one_recorded_outcome_each(
 
 
 # ---- expired tokens ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def token_table(standin: CognitoStandIn) -> Iterator[Callable[..., tuple[Any, dict[str, str]]]]:
-    """`token_table(pool_id, usernames) -> (DynamoTokenTable, {token: username})`."""
-    dynamodb = standin.client("dynamodb")
-    tables: list[str] = []
-
-    def make(pool_id: str, usernames: list[str]) -> tuple[Any, dict[str, str]]:
-        name = f"faults-tokens-{uuid.uuid4().hex[:8]}"
-        dynamodb.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "username", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "username", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        tables.append(name)
-        tokens = {standin.issue_access_token(pool_id, u): u for u in usernames}
-        items = [
-            {"PutRequest": {"Item": {"username": {"S": u}, "access_token": {"S": t}}}}
-            for t, u in tokens.items()
-        ]
-        for start in range(0, len(items), 25):
-            dynamodb.batch_write_item(RequestItems={name: items[start : start + 25]})
-        return DynamoTokenTable(dynamodb, name), tokens
-
-    yield make
-    for name in tables:
-        dynamodb.delete_table(TableName=name)
 
 
 def test_tokens_expiring_mid_run_are_token_invalid_and_those_users_are_not_touched(

@@ -26,7 +26,6 @@ from mfa_policy.local_run import run_locally
 from mfa_policy.policy import parse_policy
 from mfa_policy.rollback import rollback
 from mfa_policy.standin import EMAIL, SMS, TOTP, CognitoStandIn, DemoPool, seed_demo_pool
-from mfa_policy.tokens import DynamoTokenTable
 
 POOL_SIZE = 100
 RESUME_POOL_SIZE = 125  # three pages of ListUsers
@@ -694,37 +693,6 @@ def test_email_username_and_contact_details_are_masked_in_every_report_file(
 
 
 # ---- access-token mode -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def token_table(
-    standin: CognitoStandIn,
-) -> Iterator[Callable[..., tuple[DynamoTokenTable, dict[str, str]]]]:
-    """`token_table(pool_id, usernames) -> (DynamoTokenTable, {token: username})`."""
-    dynamodb = standin.client("dynamodb")
-    tables: list[str] = []
-
-    def make(pool_id: str, usernames: list[str]) -> tuple[DynamoTokenTable, dict[str, str]]:
-        name = f"tokens-{uuid.uuid4().hex[:8]}"
-        dynamodb.create_table(
-            TableName=name,
-            KeySchema=[{"AttributeName": "username", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "username", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        tables.append(name)
-        tokens = {standin.issue_access_token(pool_id, u): u for u in usernames}
-        items = [
-            {"PutRequest": {"Item": {"username": {"S": u}, "access_token": {"S": t}}}}
-            for t, u in tokens.items()
-        ]
-        for start in range(0, len(items), 25):
-            dynamodb.batch_write_item(RequestItems={name: items[start : start + 25]})
-        return DynamoTokenTable(dynamodb, name), tokens
-
-    yield make
-    for name in tables:
-        dynamodb.delete_table(TableName=name)
 
 
 def test_access_token_drift_reports_exactly_the_users_the_policy_says(
