@@ -86,7 +86,8 @@ def run_demo(
     writes = applied["counts"]["api_calls"].get("admin_set_user_mfa_preference", 0)
     console.print(
         f"drift found {_drifted(first)} users out of policy; apply changed "
-        f"{applied['counts']['by_outcome'][Outcome.CHANGED]} with {writes} writes; "
+        f"{applied['counts']['by_outcome'][Outcome.CHANGED]} ({writes} write requests, TOTP "
+        "probes Cognito rejected included); "
         f"drift now finds {_drifted(last)} (users who must enroll an authenticator, or lack a "
         f"phone number).\nReports: {root}/1-drift, {root}/2-apply, {root}/3-drift "
         "(summary.md, summary.json, users.jsonl, users.csv)"
