@@ -1,7 +1,6 @@
 """Fixtures for tests against the Cognito stand-in (moto behind the fidelity layer).
 
-One stand-in per test session (per xdist worker). Tests isolate by working in their own pools
-(`make_pool`), not by resetting the server, so they can run in parallel.
+The stand-in itself, `demo_pool` and the per-test reset are in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -17,25 +16,6 @@ from mfa_policy.tokens import DynamoTokenTable
 
 MakePool = Callable[..., str]
 MakeUser = Callable[..., str]
-
-
-@pytest.fixture(scope="session")
-def standin() -> Iterator[CognitoStandIn]:
-    with CognitoStandIn() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _standin_per_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Zeroed counters before, default settings and no faults after each test that uses it."""
-    if "standin" not in request.fixturenames:
-        yield
-        return
-    server: CognitoStandIn = request.getfixturevalue("standin")
-    server.reset_counters()
-    yield
-    server.clear_faults()
-    server.restore_settings()
 
 
 @pytest.fixture

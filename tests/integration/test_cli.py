@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import yaml
 
 from mfa_policy.cli import main
 from mfa_policy.demo import DEMO_POLICY
-from mfa_policy.standin import CognitoStandIn, DemoPool, seed_demo_pool
+from mfa_policy.standin import CognitoStandIn
 
 PHONE = "+15550100123"
 #: The stand-in shares its quota with nobody: spend more of it than a real run should.
@@ -63,21 +63,6 @@ def policy_file(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-@pytest.fixture
-def demo_pool(standin: CognitoStandIn) -> Iterator[Callable[..., DemoPool]]:
-    created: list[str] = []
-
-    def make(n: int = 40, seed: int = 7) -> DemoPool:
-        pool = seed_demo_pool(standin, n=n, seed=seed, name=f"cli-{uuid.uuid4().hex[:6]}")
-        created.append(pool.pool_id)
-        return pool
-
-    yield make
-    with standin.lock:
-        for pool_id in created:
-            standin.backend.user_pools.pop(pool_id, None)
-
-
 def mfa_of(standin: CognitoStandIn, pool_id: str, username: str) -> tuple[set[str], str]:
     with standin.lock:
         user = standin.backend.user_pools[pool_id].users[username]
@@ -96,7 +81,7 @@ def mfa_of(standin: CognitoStandIn, pool_id: str, username: str) -> tuple[set[st
 
 
 def test_drift_with_drift_exits_2(cli, policy_file, demo_pool, tmp_path):
-    pool = demo_pool()
+    pool = demo_pool(40)
 
     code, out, err = cli(
         "drift", "-c", str(policy_file()), "--user-pool-id", pool.pool_id, "--report-dir", "r"
@@ -119,7 +104,7 @@ def test_drift_on_a_compliant_pool_exits_0(cli, policy_file, pool_id, make_user,
 
 
 def test_apply_that_leaves_users_to_enroll_exits_2(cli, policy_file, demo_pool, standin):
-    pool = demo_pool()
+    pool = demo_pool(40)
     fixable = pool.usernames["totp_and_sms_sms_preferred"][0]
     to_enroll = pool.usernames["sms_preferred"][0]
 
@@ -241,7 +226,7 @@ def test_access_token_auth_with_a_token_table_applies_through_users_tokens(
 
 
 def test_format_json_prints_parseable_json_with_counts(cli, policy_file, demo_pool):
-    pool = demo_pool()
+    pool = demo_pool(40)
 
     code, out, _ = cli(
         "drift", "-c", str(policy_file()), "--user-pool-id", pool.pool_id, "--format", "json"
@@ -257,7 +242,7 @@ def test_format_json_prints_parseable_json_with_counts(cli, policy_file, demo_po
 
 
 def test_format_md_prints_the_markdown_table(cli, policy_file, demo_pool):
-    pool = demo_pool()
+    pool = demo_pool(40)
 
     code, out, _ = cli(
         "drift", "-c", str(policy_file()), "--user-pool-id", pool.pool_id, "--format", "md"

@@ -21,14 +21,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
 from botocore.config import Config
 
 from mfa_policy.demo import DEMO_POLICY, demo_policy
@@ -42,10 +40,8 @@ from mfa_policy.standin import (
     SMS,
     TOTP,
     CognitoStandIn,
-    DemoPool,
     UserFacts,
     check_mfa_preference,
-    seed_demo_pool,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,23 +56,6 @@ Mfa = tuple[frozenset[str], str | None]  # enabled factors, preferred factor (re
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def demo_pool(standin: CognitoStandIn) -> Iterator[Callable[..., DemoPool]]:
-    """`demo_pool(n, seed=7) -> DemoPool`: same n and seed, same users; deleted after."""
-    created: list[str] = []
-
-    def make(n: int, seed: int = 7) -> DemoPool:
-        pool = seed_demo_pool(standin, n=n, seed=seed, name=f"faults-{uuid.uuid4().hex[:6]}")
-        created.append(pool.pool_id)
-        return pool
-
-    yield make
-    standin.clear_faults()
-    with standin.lock:
-        for pool_id in created:
-            standin.backend.user_pools.pop(pool_id, None)
 
 
 def pool_state(standin: CognitoStandIn, pool_id: str) -> dict[str, Mfa]:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from mfa_policy.gateway import CognitoGateway
 from mfa_policy.local_run import run_locally
 from mfa_policy.policy import parse_policy
 from mfa_policy.rollback import rollback
-from mfa_policy.standin import EMAIL, SMS, TOTP, CognitoStandIn, DemoPool, seed_demo_pool
+from mfa_policy.standin import EMAIL, SMS, TOTP, CognitoStandIn, DemoPool
 
 POOL_SIZE = 100
 RESUME_POOL_SIZE = 125  # three pages of ListUsers
@@ -82,22 +81,6 @@ OUT_OF_SCOPE = {kind for kind, e in EXPECTED.items() if e.apply in ("excluded", 
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def demo_pool(standin: CognitoStandIn) -> Iterator[Callable[..., DemoPool]]:
-    """`demo_pool(n=POOL_SIZE, seed=7) -> DemoPool`, deleted after the test."""
-    created: list[str] = []
-
-    def make(n: int = POOL_SIZE, seed: int = 7) -> DemoPool:
-        pool = seed_demo_pool(standin, n=n, seed=seed, name=f"demo-{uuid.uuid4().hex[:6]}")
-        created.append(pool.pool_id)
-        return pool
-
-    yield make
-    with standin.lock:
-        for pool_id in created:
-            standin.backend.user_pools.pop(pool_id, None)
 
 
 def kinds_of(pool: DemoPool) -> dict[str, str]:
@@ -226,7 +209,7 @@ def report_files(report_dir: Path) -> dict[str, str]:
 def test_drift_reports_exactly_the_users_the_policy_says_and_writes_nothing(
     standin, demo_pool, tmp_path
 ):
-    pool = demo_pool()
+    pool = demo_pool(POOL_SIZE)
     kinds = kinds_of(pool)
     before = pool_state(standin, pool.pool_id)
 
@@ -249,7 +232,7 @@ def test_drift_reports_exactly_the_users_the_policy_says_and_writes_nothing(
 def test_apply_converges_every_fixable_user_with_one_accepted_write_each(
     standin, demo_pool, tmp_path
 ):
-    pool = demo_pool()
+    pool = demo_pool(POOL_SIZE)
     kinds = kinds_of(pool)
     client = standin.client()
     log = WriteLog(client)
@@ -278,7 +261,7 @@ def test_apply_converges_every_fixable_user_with_one_accepted_write_each(
 
 
 def test_apply_report_after_equals_the_state_read_back_from_cognito(standin, demo_pool, tmp_path):
-    pool = demo_pool()
+    pool = demo_pool(POOL_SIZE)
     kinds = kinds_of(pool)
 
     _, rows = run(standin, pool.pool_id, Mode.APPLY, tmp_path, "apply")
@@ -292,7 +275,7 @@ def test_apply_report_after_equals_the_state_read_back_from_cognito(standin, dem
 
 
 def test_second_apply_makes_no_write(standin, demo_pool, tmp_path):
-    pool = demo_pool()
+    pool = demo_pool(POOL_SIZE)
     run(standin, pool.pool_id, Mode.APPLY, tmp_path, "apply-1")
     after_first = pool_state(standin, pool.pool_id)
     standin.reset_counters()
@@ -309,7 +292,7 @@ def test_second_apply_makes_no_write(standin, demo_pool, tmp_path):
 def test_second_drift_reports_only_users_needing_enrollment_or_blocked(
     standin, demo_pool, tmp_path
 ):
-    pool = demo_pool()
+    pool = demo_pool(POOL_SIZE)
     kinds = kinds_of(pool)
     run(standin, pool.pool_id, Mode.APPLY, tmp_path, "apply")
 
@@ -336,7 +319,7 @@ def test_second_drift_reports_only_users_needing_enrollment_or_blocked(
 def test_rollback_restores_changed_users_and_leaves_a_user_changed_since_alone(
     standin, demo_pool, tmp_path
 ):
-    pool = demo_pool()
+    pool = demo_pool(POOL_SIZE)
     original = pool_state(standin, pool.pool_id)
     run(standin, pool.pool_id, Mode.APPLY, tmp_path, "apply")
     applied = pool_state(standin, pool.pool_id)
@@ -698,7 +681,7 @@ def test_email_username_and_contact_details_are_masked_in_every_report_file(
 def test_access_token_drift_reports_exactly_the_users_the_policy_says(
     standin, demo_pool, token_table, tmp_path
 ):
-    pool = demo_pool()
+    pool = demo_pool(POOL_SIZE)
     kinds = kinds_of(pool)
     table, _ = token_table(pool.pool_id, list(kinds))
 
@@ -717,7 +700,7 @@ def test_access_token_drift_reports_exactly_the_users_the_policy_says(
 def test_access_token_apply_converges_and_a_second_apply_writes_nothing(
     standin, demo_pool, token_table, tmp_path
 ):
-    pool = demo_pool()
+    pool = demo_pool(POOL_SIZE)
     kinds = kinds_of(pool)
     table, user_of_token = token_table(pool.pool_id, list(kinds))
     client = standin.client()
