@@ -146,10 +146,13 @@ def matching_rule(policy: Policy, user: User) -> Rule | None:
     return next((rule for rule in policy.rules if rule.match.matches(user)), None)
 
 
-def decide(policy: Policy, user: User, mode: Mode, *, probe_allowed: bool = True) -> Decision:
-    """Decide one user. In apply mode ``probe_allowed`` says whether to try enabling TOTP."""
-    base = Decision(user.username, user.sub, None, Outcome.COMPLIANT, "", user.mfa)
+def out_of_scope(policy: Policy, user: User) -> Decision | None:
+    """The decision for a user the policy never manages (excluded, federated, disabled).
 
+    It needs only what ListUsers shows, never the user's MFA state, so the runner can decide
+    these users without reading them.
+    """
+    base = Decision(user.username, user.sub, None, Outcome.COMPLIANT, "", user.mfa)
     if user.username in policy.exclude_usernames:
         return replace(base, outcome=Outcome.EXCLUDED, reason="excluded by username")
     excluded_groups = sorted(policy.exclude_groups & user.groups)
@@ -163,6 +166,15 @@ def decide(policy: Policy, user: User, mode: Mode, *, probe_allowed: bool = True
         )
     if not user.enabled and not policy.include_disabled:
         return replace(base, outcome=Outcome.SKIPPED, reason="disabled user")
+    return None
+
+
+def decide(policy: Policy, user: User, mode: Mode, *, probe_allowed: bool = True) -> Decision:
+    """Decide one user. In apply mode ``probe_allowed`` says whether to try enabling TOTP."""
+    unmanaged = out_of_scope(policy, user)
+    if unmanaged is not None:
+        return unmanaged
+    base = Decision(user.username, user.sub, None, Outcome.COMPLIANT, "", user.mfa)
 
     rule = matching_rule(policy, user)
     if rule is None:

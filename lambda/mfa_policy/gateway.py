@@ -151,6 +151,14 @@ class CallCounters:
             if throttled:
                 self.throttled[operation] += 1
 
+    def drain_into(self, api_calls: Counter[str], throttled: Counter[str]) -> None:
+        """Add the counts so far to the given counters and start again from zero."""
+        with self._lock:
+            api_calls.update(self.calls)
+            throttled.update(self.throttled)
+            self.calls.clear()
+            self.throttled.clear()
+
 
 def attributes_of(items: list[dict[str, str]] | None) -> dict[str, str]:
     return {a["Name"]: a.get("Value", "") for a in items or []}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,12 @@ from mfa_policy.exceptions import RunError
 from mfa_policy.gateway import CognitoError, CognitoGateway
 from mfa_policy.model import MfaState, Outcome
 from mfa_policy.report import Counts, LocalReport
-from mfa_policy.runner import Row, new_run_id, now_iso
+from mfa_policy.runner import Row, new_run_id, now_iso, summary_of
+from mfa_policy.state import Checkpoint
 
 
-def rows_to_restore(report_dir: Path, user_pool_id: str) -> list[Row]:
-    """The rows of an apply report whose user was written to."""
+def rows_to_restore(report_dir: Path, user_pool_id: str) -> tuple[dict[str, Any], list[Row]]:
+    """The summary of an apply report, and its rows whose user was written to."""
     summary_path = report_dir / "summary.json"
     if not summary_path.exists():
         raise RunError(
@@ -38,7 +38,7 @@ def rows_to_restore(report_dir: Path, user_pool_id: str) -> list[Row]:
         raise RunError(
             f"{report_dir} is a report of {summary.get('user_pool_id')}, not of {user_pool_id}"
         )
-    return [
+    return summary, [
         row
         for row in LocalReport(report_dir).rows()
         if row.get("after") and row.get("before") and row["after"] != row["before"]
@@ -112,8 +112,7 @@ def restore_user(gateway: CognitoGateway, row: Row) -> Row:
 def rollback(
     gateway: CognitoGateway, report_dir: Path, out_dir: Path, *, workers: int = 16
 ) -> dict[str, Any]:
-    rows = rows_to_restore(report_dir, gateway.user_pool_id)
-    run_id = new_run_id("rollback")
+    applied, rows = rows_to_restore(report_dir, gateway.user_pool_id)
     started = now_iso()
     report = LocalReport(out_dir)
     counts = Counts()
@@ -122,25 +121,20 @@ def rollback(
     report.append(results)
     for row in results:
         counts.add_row(row)
-    counts.api_calls.update(gateway.counters.calls)
-    counts.throttled.update(gateway.counters.throttled)
-    summary = {
-        "run_id": run_id,
-        "user_pool_id": gateway.user_pool_id,
-        "mode": "rollback",
-        "auth": "admin",
-        "policy_hash": json.loads((report_dir / "summary.json").read_text("utf-8")).get(
-            "policy_hash"
-        ),
-        "started_at": started,
-        "ended_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "complete": True,
-        "users": counts.users,
-        "counts": counts.to_dict(),
-        "slices": 1,
-        "warnings": [],
-        "report_uri": str(out_dir),
-        "rolled_back": str(report_dir),
-    }
+    gateway.counters.drain_into(counts.api_calls, counts.throttled)
+    done = Checkpoint(
+        run_id=new_run_id("rollback"),
+        user_pool_id=gateway.user_pool_id,
+        mode="rollback",
+        auth="admin",
+        policy_hash=applied.get("policy_hash", ""),
+        started_at=started,
+        done=True,
+        ended_at=now_iso(),
+        counts=counts.to_dict(),
+        report_uri=str(out_dir),
+        slices=1,
+    )
+    summary = {**summary_of(done), "rolled_back": str(report_dir)}
     report.finish(summary)
     return summary

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from mfa_policy.engine import Decision, Mode, after_rejection, decide
+from mfa_policy.engine import Decision, Mode, after_rejection, decide, out_of_scope
 from mfa_policy.exceptions import PreflightError, RunError
 from mfa_policy.gateway import CognitoError, CognitoGateway, ListedUser, MfaRead
 from mfa_policy.model import Factor, MfaState, Outcome, User
@@ -133,9 +133,6 @@ class Runner:
         self.tokens = tokens
         self.workers = workers
         self.on_rows = on_rows
-        #: The policy without its rules: decide() on it tells only whether a user is in scope
-        #: (excluded or skipped, else unmanaged), which the listing alone answers.
-        self._scope = replace(policy, rules=())
 
     def start(self, run_id: str | None = None) -> Checkpoint:
         """Preflight and a fresh checkpoint; raises PreflightError before anything is written."""
@@ -150,8 +147,8 @@ class Runner:
             warnings=warnings,
             report_uri=self.report.uri,
             report=self.report.sizes(),
+            counts=self._counts_with_calls(Counts()).to_dict(),
         )
-        self._merge_calls(checkpoint)
         self.save_checkpoint(checkpoint)
         return checkpoint
 
@@ -215,26 +212,19 @@ class Runner:
             next_page=page + 1,
             next_token=token_after,
             done=token_after is None,
-            counts=counts.to_dict(),
+            counts=self._counts_with_calls(counts).to_dict(),
             report=self.report.sizes(),
         )
-        self._merge_calls(checkpoint)
         self.save_checkpoint(checkpoint)
         self.journal.clear_through(page)
         if self.on_rows:
             self.on_rows(rows)
         return checkpoint
 
-    def _merge_calls(self, checkpoint: Checkpoint) -> None:
-        """Move the gateway's call counters into the checkpoint (they survive slices)."""
-        counts = Counts.from_dict(checkpoint.counts)
-        counters = self.gateway.counters
-        with counters._lock:
-            counts.api_calls.update(counters.calls)
-            counts.throttled.update(counters.throttled)
-            counters.calls.clear()
-            counters.throttled.clear()
-        checkpoint.counts = counts.to_dict()
+    def _counts_with_calls(self, counts: Counts) -> Counts:
+        """Move the gateway's call counters into ``counts`` (the checkpoint carries them)."""
+        self.gateway.counters.drain_into(counts.api_calls, counts.throttled)
+        return counts
 
     def _group_members(self) -> dict[str, frozenset[str]]:
         return {
@@ -254,9 +244,11 @@ class Runner:
         self, listed: ListedUser, page: int, groups: Mapping[str, frozenset[str]], token: str | None
     ) -> Row:
         member_of = frozenset(g for g, members in groups.items() if listed.username in members)
-        out_of_scope = self._out_of_scope(listed, member_of)
-        if out_of_scope is not None:
-            return out_of_scope
+        # No read for a user whose outcome does not depend on their MFA state: one read per
+        # in-scope user. Such a row has no before-state.
+        unmanaged = out_of_scope(self.policy, as_user(listed, member_of))
+        if unmanaged is not None:
+            return row_of(_Outcome(unmanaged, read=False), self.mode)
         skeleton = Decision(listed.username, listed.sub, None, Outcome.SKIPPED, "", MfaState())
         if self.auth == ACCESS_TOKEN and token is None:
             return row_of(
@@ -282,23 +274,6 @@ class Runner:
             return row_of(_Outcome(decision, after=user.mfa), self.mode)
         return row_of(self._apply(user, decision, page, token), self.mode)
 
-    def _out_of_scope(self, listed: ListedUser, member_of: frozenset[str]) -> Row | None:
-        """The row of an excluded, federated or disabled user, from the listing alone: no
-        AdminGetUser for a user whose outcome does not depend on their MFA state (one read
-        per in-scope user); such a row has no before-state."""
-        user = User(
-            username=listed.username,
-            sub=listed.sub,
-            status=listed.status,
-            enabled=listed.enabled,
-            attributes=listed.attributes,
-            groups=member_of,
-        )
-        decision = decide(self._scope, user, self.mode)
-        if decision.outcome in (Outcome.EXCLUDED, Outcome.SKIPPED):
-            return row_of(_Outcome(decision, read=False), self.mode)
-        return None
-
     def _resumed(self, user: User, probe_allowed: bool) -> _Outcome | None:
         """A user this run wrote just before it was interrupted: report it as that write."""
         intent = self.journal.get(user.username)
@@ -317,13 +292,11 @@ class Runner:
             if token is not None
             else self.gateway.admin_read(listed.username)
         )
-        return User(
-            username=listed.username,
-            sub=listed.sub,
+        return replace(
+            as_user(listed, groups),
             status=read.status or listed.status,
             enabled=listed.enabled if read.enabled is None else read.enabled,
             attributes=read.attributes or listed.attributes,
-            groups=groups,
             mfa=read.mfa,
         )
 
@@ -363,6 +336,13 @@ class Runner:
             outcome, reason = Outcome.FAILED, f"{exc.operation}: {exc.message}"
         failed = replace(decision, outcome=outcome, reason=reason, request=None)
         return _Outcome(failed, after=None, error=exc.code)
+
+
+def as_user(listed: ListedUser, groups: frozenset[str]) -> User:
+    """What ListUsers tells of a user, before their MFA state is read."""
+    return User(
+        listed.username, listed.sub, listed.status, listed.enabled, listed.attributes, groups
+    )
 
 
 def row_of(result: _Outcome, mode: Mode) -> Row:
