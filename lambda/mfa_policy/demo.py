@@ -17,7 +17,7 @@ from rich.table import Table
 
 from mfa_policy.engine import Mode
 from mfa_policy.local_run import run_locally
-from mfa_policy.model import Outcome
+from mfa_policy.model import MfaState, Outcome
 from mfa_policy.policy import Policy, RateLimits, parse_policy
 from mfa_policy.report import LocalReport
 
@@ -40,8 +40,8 @@ DEMO_POLICY = {
 DEMO_RATES = RateLimits(user_read=400, user_resource_update=200, user_list=100)
 
 
-def demo_policy() -> Policy:
-    return replace(parse_policy(DEMO_POLICY, source="demo policy"), rate_limits=DEMO_RATES)
+def demo_policy(rates: RateLimits = DEMO_RATES) -> Policy:
+    return replace(parse_policy(DEMO_POLICY, source="demo policy"), rate_limits=rates)
 
 
 def run_demo(
@@ -141,9 +141,7 @@ def _examples_table(report: LocalReport) -> Table:
 
 
 def _state(state: dict[str, Any] | None) -> str:
-    if not state:
-        return "-"
-    return "{" + ",".join(state["enabled"]) + "} " + (state.get("preferred") or "-")
+    return str(MfaState.from_dict(state)) if state else "-"
 
 
 def _shorten(text: str, width: int = 70) -> str:
