@@ -129,6 +129,18 @@ def csv_row(row: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def jsonl_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """users.jsonl lines for these rows."""
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """users.csv lines for these rows (no header)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(csv_row(r) for r in rows)
+    return buffer.getvalue()
+
+
 def render_markdown(summary: Mapping[str, Any]) -> str:
     counts = summary["counts"]
     verdict = _verdict(summary)
@@ -215,17 +227,11 @@ class LocalReport:
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
         rows = list(rows)
-        with open(self.jsonl, "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-            f.flush()
-            os.fsync(f.fileno())
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerows(csv_row(r) for r in rows)
-        with open(self.csv, "a", encoding="utf-8") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
+        for path, text in ((self.jsonl, jsonl_text(rows)), (self.csv, csv_text(rows))):
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
 
     def finish(self, summary: Mapping[str, Any]) -> None:
         (self.directory / "summary.json").write_text(

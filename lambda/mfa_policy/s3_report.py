@@ -7,7 +7,6 @@ into ``users.jsonl`` and ``users.csv`` with a streamed multipart upload, and wri
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import tempfile
@@ -17,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from mfa_policy.report import CSV_COLUMNS, csv_row, render_markdown
+from mfa_policy.report import CSV_COLUMNS, csv_text, jsonl_text, render_markdown
 
 MULTIPART_CHUNK = 8 * 1024 * 1024  # S3 parts must be at least 5 MiB, except the last
 
@@ -30,7 +29,6 @@ class S3Report:
         self.slice_number = slice_number
         self._dir = Path(tempfile.mkdtemp(prefix="mfa-policy-report-"))
         self._jsonl = self._dir / "part.jsonl"
-        self._rows = 0
 
     @property
     def uri(self) -> str:
@@ -44,8 +42,7 @@ class S3Report:
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         with open(self._jsonl, "a", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-        self._rows += len(rows)
+            f.write(jsonl_text(rows))
 
     def flush_part(self) -> None:
         """Upload this slice's rows (an empty part too, so the part list has no holes)."""
@@ -57,7 +54,11 @@ class S3Report:
     def finish(self, summary: Mapping[str, Any]) -> None:
         self.flush_part()
         self._join("users.jsonl", lambda line: line)
-        self._join("users.csv", _csv_line, header=",".join(CSV_COLUMNS) + "\n")
+        self._join(
+            "users.csv",
+            lambda line: csv_text([json.loads(line)]),
+            header=",".join(CSV_COLUMNS) + "\n",
+        )
         self._put(
             "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n", "application/json"
         )
@@ -114,12 +115,6 @@ class S3Report:
         except BaseException:
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
             raise
-
-
-def _csv_line(line: str) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(csv_row(json.loads(line)))
-    return out.getvalue()
 
 
 class S3File:
