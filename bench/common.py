@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mfa_policy.demo import demo_policy
-from mfa_policy.engine import Mode
-from mfa_policy.local_run import run_locally
-from mfa_policy.policy import Policy, RateLimits
+from mfa_policy.cli.demo import demo_policy
+from mfa_policy.core.engine import Mode
+from mfa_policy.core.policy import Policy, RateLimits
+from mfa_policy.run.local_run import run_locally
 
 OUT = Path(__file__).resolve().parent / "out"
 

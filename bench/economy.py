@@ -29,7 +29,7 @@ from bench.common import (
     run_policy,
 )
 from bench.standin import BenchCognito
-from mfa_policy.engine import Mode
+from mfa_policy.core.engine import Mode
 
 OUT_OF_SCOPE = ("excluded", "skipped")
 

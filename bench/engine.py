@@ -20,11 +20,11 @@ from typing import Any
 
 from bench.common import QUOTA_RATES, bench_policy, emit, markdown_table
 from bench.standin import Pool
-from mfa_policy.engine import Mode, decide
-from mfa_policy.gateway import attributes_of, mfa_state_of
-from mfa_policy.model import User
-from mfa_policy.report import csv_row
-from mfa_policy.runner import _Outcome, row_of
+from mfa_policy.aws.gateway import attributes_of, mfa_state_of
+from mfa_policy.core.engine import Mode, decide
+from mfa_policy.core.model import User
+from mfa_policy.core.report import csv_row
+from mfa_policy.run.runner import _Outcome, row_of
 
 TOTP = "SOFTWARE_TOKEN_MFA"
 

@@ -35,7 +35,7 @@ def _status_kb(field: str) -> int:
 def child(users: int, workers: int) -> dict[str, Any]:
     """One drift run in this (fresh) process; RSS before it and the peak after."""
     from bench.standin import BenchCognito
-    from mfa_policy.engine import Mode
+    from mfa_policy.core.engine import Mode
 
     cognito = BenchCognito(latency=None, quotas=None)
     pool_id = cognito.create_pool(users)

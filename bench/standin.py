@@ -852,7 +852,7 @@ class RemoteStandIn:
         """A boto3 cognito-idp client against this server (mfa-policy's config by default)."""
         import boto3
 
-        from mfa_policy.gateway import CLIENT_CONFIG
+        from mfa_policy.aws.gateway import CLIENT_CONFIG
 
         return boto3.session.Session().client(
             "cognito-idp",

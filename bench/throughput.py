@@ -48,8 +48,8 @@ from bench.common import (
     run_policy,
 )
 from bench.standin import BenchCognito, Quotas, RemoteStandIn
-from mfa_policy.engine import Mode
-from mfa_policy.policy import RateLimits
+from mfa_policy.core.engine import Mode
+from mfa_policy.core.policy import RateLimits
 
 LATENCY = (0.030, 0.080)
 TOTP = "SOFTWARE_TOKEN_MFA"

@@ -35,9 +35,9 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk import custom_resources as cr
 
 from constructs import Construct
-from mfa_policy.model import DRIFT_OUTCOMES, Factor, Outcome
-from mfa_policy.policy import Policy
-from mfa_policy.policy_file import load_policy_file
+from mfa_policy.core.model import DRIFT_OUTCOMES, Factor, Outcome
+from mfa_policy.core.policy import Policy
+from mfa_policy.core.policy_file import load_policy_file
 from mfa_policy_cdk import _assets, _nag
 
 #: The default ``drift_schedule``: one drift run a day. ``None`` turns scheduled drift off.

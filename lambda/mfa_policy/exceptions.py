@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mfa_policy.schema import Issue
+    from mfa_policy.core.schema import Issue
 
 
 class MfaPolicyError(Exception):

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mfa_policy.demo import DEMO_POLICY
+from mfa_policy.cli.demo import DEMO_POLICY
 from mfa_policy.standin import CognitoStandIn, DemoPool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def cli_command(standin: CognitoStandIn, *args: str) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "mfa_policy.cli",
+        "mfa_policy.cli.main",
         *args,
         "--endpoint-url",
         standin.endpoint_url,

@@ -30,8 +30,8 @@ from aws_cdk.assertions import Annotations, Match, Template
 from cdk_nag import AwsSolutionsChecks
 from cfnlint.api import ManualArgs, lint
 
+from mfa_policy.core.policy_file import load_policy_file
 from mfa_policy.exceptions import PolicyError
-from mfa_policy.policy_file import load_policy_file
 from mfa_policy_cdk import DAILY, MfaPolicy
 
 POOL_ACTIONS = {
@@ -283,7 +283,7 @@ def test_asset_ships_the_runtime_without_the_standin_or_caches(default: Built) -
     asset_hash = fn["Properties"]["Code"]["S3Key"].removesuffix(".zip")
     shipped = Path(assembly.directory) / f"asset.{asset_hash}"
     files = {p.relative_to(shipped).as_posix() for p in shipped.rglob("*")}
-    assert "mfa_policy/policy.py" in files
+    assert "mfa_policy/core/policy.py" in files
     assert not [f for f in files if f.startswith("mfa_policy/standin")]
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
 

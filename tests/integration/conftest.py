@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from mfa_policy.aws.tokens import DynamoTokenTable
 from mfa_policy.standin import CognitoStandIn, create_pool, seed_user
-from mfa_policy.tokens import DynamoTokenTable
 
 MakePool = Callable[..., str]
 MakeUser = Callable[..., str]

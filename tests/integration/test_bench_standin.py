@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from mfa_policy.gateway import CognitoGateway, mfa_state_of
-from mfa_policy.model import Factor
+from mfa_policy.aws.gateway import CognitoGateway, mfa_state_of
+from mfa_policy.core.model import Factor
 from mfa_policy.standin import UserFacts, check_mfa_preference
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from mfa_policy.cli import main
-from mfa_policy.demo import DEMO_POLICY
+from mfa_policy.cli.demo import DEMO_POLICY
+from mfa_policy.cli.main import main
 from mfa_policy.standin import CognitoStandIn
 
 PHONE = "+15550100123"

@@ -7,7 +7,7 @@ import json
 
 from rich.console import Console
 
-from mfa_policy.demo import run_demo
+from mfa_policy.cli.demo import run_demo
 
 
 def test_demo_runs_drift_apply_drift_and_writes_three_reports(tmp_path):

@@ -29,12 +29,12 @@ from typing import Any
 
 from botocore.config import Config
 
-from mfa_policy.demo import DEMO_POLICY, demo_policy
-from mfa_policy.engine import Mode
-from mfa_policy.gateway import CLIENT_CONFIG
-from mfa_policy.local_run import run_locally
-from mfa_policy.model import FactorSetting
-from mfa_policy.policy import Policy, RateLimits
+from mfa_policy.aws.gateway import CLIENT_CONFIG
+from mfa_policy.cli.demo import DEMO_POLICY, demo_policy
+from mfa_policy.core.engine import Mode
+from mfa_policy.core.model import FactorSetting
+from mfa_policy.core.policy import Policy, RateLimits
+from mfa_policy.run.local_run import run_locally
 from mfa_policy.standin import (
     EMAIL,
     SMS,
@@ -492,7 +492,7 @@ def test_apply_killed_at_random_points_and_resumed_changes_each_user_once_and_lo
     state_dir, report = tmp_path / "state", tmp_path / "report"
     command = [
         sys.executable,
-        *("-m", "mfa_policy.cli", "apply", "-c", str(policy_path)),
+        *("-m", "mfa_policy.cli.main", "apply", "-c", str(policy_path)),
         *("--user-pool-id", pool.pool_id, "--state-dir", str(state_dir)),
         *("--endpoint-url", standin.endpoint_url, "--region", "us-east-1"),
     ]

@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mfa_policy.demo import demo_policy
-from mfa_policy.engine import Mode
+from mfa_policy.cli.demo import demo_policy
+from mfa_policy.core.engine import Mode
 from mfa_policy.handlers import (
     HandlerSettings,
     deploy_is_complete,
@@ -16,7 +16,7 @@ from mfa_policy.handlers import (
     settings_from_env,
     slice_handler,
 )
-from mfa_policy.local_run import run_locally
+from mfa_policy.run.local_run import run_locally
 from mfa_policy.standin import seed_demo_pool
 
 USERS = 150  # three ListUsers pages: a loop of several slices

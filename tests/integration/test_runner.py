@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from mfa_policy.demo import demo_policy
-from mfa_policy.engine import Mode
+from mfa_policy.aws.gateway import CognitoGateway
+from mfa_policy.cli.demo import demo_policy
+from mfa_policy.core.engine import Mode
+from mfa_policy.core.policy import parse_policy
 from mfa_policy.exceptions import PreflightError
-from mfa_policy.gateway import CognitoGateway
-from mfa_policy.local_run import run_locally
-from mfa_policy.policy import parse_policy
-from mfa_policy.rollback import rollback
+from mfa_policy.run.local_run import run_locally
+from mfa_policy.run.rollback import rollback
 from mfa_policy.standin import EMAIL, SMS, TOTP, CognitoStandIn, DemoPool
 
 POOL_SIZE = 100

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from mfa_policy.cli import main
+from mfa_policy.cli.main import main
 
 PHONE = "+15550100123"
 MASKED_PHONE = "+1******0123"

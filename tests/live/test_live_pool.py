@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from mfa_policy.cli import main
+from mfa_policy.cli.main import main
 
 POOL = os.environ.get("MFA_POLICY_LIVE_POOL_ID")
 POLICY = os.environ.get("MFA_POLICY_LIVE_POLICY", "mfa-policy.yaml")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mfa_policy.engine import (
+from mfa_policy.core.engine import (
     Mode,
     Rejection,
     after_rejection,
@@ -10,9 +10,9 @@ from mfa_policy.engine import (
     decide,
     in_rollout,
 )
-from mfa_policy.model import Factor, MfaState, Outcome, User
-from mfa_policy.policy import parse_policy
-from mfa_policy.policy_file import load_policy_file
+from mfa_policy.core.model import Factor, MfaState, Outcome, User
+from mfa_policy.core.policy import parse_policy
+from mfa_policy.core.policy_file import load_policy_file
 
 TOTP, SMS, EMAIL = Factor.TOTP, Factor.SMS, Factor.EMAIL
 EXAMPLE = load_policy_file("tests/fixtures/policy-example.yaml")

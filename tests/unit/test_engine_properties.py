@@ -3,9 +3,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mfa_policy.engine import Mode, Rejection, after_rejection, apply_request, decide
-from mfa_policy.model import FACTOR_ORDER, Factor, MfaState, Outcome, User
-from mfa_policy.policy import parse_policy
+from mfa_policy.core.engine import Mode, Rejection, after_rejection, apply_request, decide
+from mfa_policy.core.model import FACTOR_ORDER, Factor, MfaState, Outcome, User
+from mfa_policy.core.policy import parse_policy
 
 SETTINGS = ["preferred", "enabled", "disabled"]
 

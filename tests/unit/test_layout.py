@@ -23,7 +23,7 @@ def test_import_constructs_is_the_library():
 def test_shipped_json_schema_is_a_valid_json_schema():
     import jsonschema
 
-    from mfa_policy.schema import policy_schema
+    from mfa_policy.core.schema import policy_schema
 
     jsonschema.Draft202012Validator.check_schema(policy_schema())
 

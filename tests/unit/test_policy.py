@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mfa_policy.core.model import Factor, FactorSetting
+from mfa_policy.core.policy import parse_policy, policy_from_json
+from mfa_policy.core.policy_file import load_policy_file
+from mfa_policy.core.schema import policy_schema
 from mfa_policy.exceptions import PolicyError
-from mfa_policy.model import Factor, FactorSetting
-from mfa_policy.policy import parse_policy, policy_from_json
-from mfa_policy.policy_file import load_policy_file
-from mfa_policy.schema import policy_schema
 
 MINIMAL = {
     "version": 1,
@@ -299,5 +299,5 @@ documents = st.recursive(
 @given(documents)
 def test_our_validator_agrees_with_jsonschema_on_the_shipped_schema(document):
     theirs = jsonschema.Draft202012Validator(policy_schema()).is_valid(document)
-    ours = not __import__("mfa_policy.schema", fromlist=["validate"]).validate(document)
+    ours = not __import__("mfa_policy.core.schema", fromlist=["validate"]).validate(document)
     assert ours == theirs

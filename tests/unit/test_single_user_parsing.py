@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mfa_policy.engine import apply_request
-from mfa_policy.gateway import MfaRead, PoolMfaConfig
-from mfa_policy.model import Factor, FactorWrite, MfaRequest, MfaState, User
-from mfa_policy.policy import Match
-from mfa_policy.single_user import (
+from mfa_policy.aws.gateway import MfaRead, PoolMfaConfig
+from mfa_policy.core.engine import apply_request
+from mfa_policy.core.model import Factor, FactorWrite, MfaRequest, MfaState, User
+from mfa_policy.core.policy import Match
+from mfa_policy.run.single_user import (
     LEGACY_OFF_NOTE,
     LEGACY_SMS_NOTE,
     FactorInput,

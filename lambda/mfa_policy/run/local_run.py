@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mfa_policy.engine import Mode
+from mfa_policy.aws.gateway import CognitoGateway
+from mfa_policy.aws.tokens import TokenSource
+from mfa_policy.core.engine import Mode
+from mfa_policy.core.policy import Policy
+from mfa_policy.core.report import LocalReport
 from mfa_policy.exceptions import RunError
-from mfa_policy.gateway import CognitoGateway
-from mfa_policy.policy import Policy
-from mfa_policy.report import LocalReport
-from mfa_policy.runner import ADMIN, Row, Runner, new_run_id, rate_limiter_for, summary_of
-from mfa_policy.state import IntentJournal, ProbeMemory, StateFolder
-from mfa_policy.tokens import TokenSource
+from mfa_policy.run.runner import ADMIN, Row, Runner, new_run_id, rate_limiter_for, summary_of
+from mfa_policy.run.state import IntentJournal, ProbeMemory, StateFolder
 
 DEFAULT_STATE_DIR = ".mfa-policy"
 

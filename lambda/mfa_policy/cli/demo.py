@@ -15,11 +15,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mfa_policy.engine import Mode
-from mfa_policy.local_run import run_locally
-from mfa_policy.model import MfaState, Outcome
-from mfa_policy.policy import Policy, RateLimits, parse_policy
-from mfa_policy.report import LocalReport
+from mfa_policy.core.engine import Mode
+from mfa_policy.core.model import MfaState, Outcome
+from mfa_policy.core.policy import Policy, RateLimits, parse_policy
+from mfa_policy.core.report import LocalReport
+from mfa_policy.run.local_run import run_locally
 
 DEMO_POLICY = {
     "version": 1,

@@ -1,6 +1,6 @@
 """`set-user-mfa-preference` and `get-user-mfa`: one user at a time.
 
-A thin driver: argparse in, ``mfa_policy.single_user`` does the work, text or JSON out.
+A thin driver: argparse in, ``mfa_policy.run.single_user`` does the work, text or JSON out.
 """
 
 from __future__ import annotations
@@ -132,9 +132,9 @@ def _gateway(args: argparse.Namespace, user_pool_id: str | None, access_token: s
     import boto3
     from botocore.exceptions import BotoCoreError
 
-    from mfa_policy.clients import aws_client
-    from mfa_policy.gateway import CognitoGateway
-    from mfa_policy.single_user import InputError, region_hint
+    from mfa_policy.aws.clients import aws_client
+    from mfa_policy.aws.gateway import CognitoGateway
+    from mfa_policy.run.single_user import InputError, region_hint
 
     try:
         session = boto3.session.Session(profile_name=args.profile)
@@ -150,7 +150,7 @@ def _gateway(args: argparse.Namespace, user_pool_id: str | None, access_token: s
 
 
 def _cmd_set(args: argparse.Namespace) -> int:
-    from mfa_policy import single_user as su
+    from mfa_policy.run import single_user as su
 
     yaml_input = args.cli_input_yaml is not None
     raw_input = args.cli_input_yaml if yaml_input else args.cli_input_json
@@ -199,8 +199,8 @@ def _cmd_set(args: argparse.Namespace) -> int:
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
-    from mfa_policy import single_user as su
-    from mfa_policy.policy_file import load_policy_file
+    from mfa_policy.core.policy_file import load_policy_file
+    from mfa_policy.run import single_user as su
 
     policy = load_policy_file(args.config) if args.config else None
     inp_target = su.build_target(

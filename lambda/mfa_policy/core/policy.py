@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mfa_policy.core.model import FACTOR_ORDER, Factor, FactorSetting, User
+from mfa_policy.core.schema import Issue, defaults, validate
 from mfa_policy.exceptions import PolicyError
-from mfa_policy.model import FACTOR_ORDER, Factor, FactorSetting, User
-from mfa_policy.schema import Issue, defaults, validate
 
 #: Cognito's request-rate quotas per account and Region, for the warning when a limit exceeds one.
 COGNITO_QUOTAS: Mapping[str, float] = {

@@ -25,10 +25,10 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from mfa_policy.engine import Rejection
+from mfa_policy.aws.ratelimit import Category, RateLimiter
+from mfa_policy.core.engine import Rejection
+from mfa_policy.core.model import Factor, MfaRequest, MfaState
 from mfa_policy.exceptions import MfaPolicyError, PreflightError, RunError
-from mfa_policy.model import Factor, MfaRequest, MfaState
-from mfa_policy.ratelimit import Category, RateLimiter
 
 #: Cognito's maximum page size for ListUsers and ListUsersInGroup.
 PAGE_SIZE = 60

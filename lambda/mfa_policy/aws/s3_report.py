@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from mfa_policy.report import CSV_COLUMNS, csv_text, jsonl_text, render_markdown
+from mfa_policy.core.report import CSV_COLUMNS, csv_text, jsonl_text, render_markdown
 
 MULTIPART_CHUNK = 8 * 1024 * 1024  # S3 parts must be at least 5 MiB, except the last
 

@@ -17,15 +17,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from mfa_policy.engine import Decision, Mode, after_rejection, decide, out_of_scope
+from mfa_policy.aws.gateway import CognitoError, CognitoGateway, ListedUser, MfaRead
+from mfa_policy.aws.ratelimit import Category, RateLimiter
+from mfa_policy.aws.tokens import TokenSource
+from mfa_policy.core.engine import Decision, Mode, after_rejection, decide, out_of_scope
+from mfa_policy.core.model import Factor, MfaState, Outcome, User
+from mfa_policy.core.policy import Policy
+from mfa_policy.core.report import Counts, mask_identifier
 from mfa_policy.exceptions import PreflightError, RunError
-from mfa_policy.gateway import CognitoError, CognitoGateway, ListedUser, MfaRead
-from mfa_policy.model import Factor, MfaState, Outcome, User
-from mfa_policy.policy import Policy
-from mfa_policy.ratelimit import Category, RateLimiter
-from mfa_policy.report import Counts, mask_identifier
-from mfa_policy.state import Checkpoint, Intent, IntentJournal, ProbeMemory
-from mfa_policy.tokens import TokenSource
+from mfa_policy.run.state import Checkpoint, Intent, IntentJournal, ProbeMemory
 
 PAGES_IN_FLIGHT = 2
 ADMIN = "admin"

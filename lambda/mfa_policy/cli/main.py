@@ -10,7 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from mfa_policy import __version__
 from mfa_policy.exceptions import MfaPolicyError
-from mfa_policy.local_run import DEFAULT_STATE_DIR
+from mfa_policy.run.local_run import DEFAULT_STATE_DIR
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -22,7 +22,7 @@ class UsageError(MfaPolicyError):
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from mfa_policy.policy_file import load_policy_file
+    from mfa_policy.core.policy_file import load_policy_file
 
     policy = load_policy_file(args.config)
     rollouts = sum(1 for r in policy.rules if r.rollout_percent is not None)
@@ -92,13 +92,13 @@ def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> N
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mfa_policy.clients import aws_client
-    from mfa_policy.engine import Mode
-    from mfa_policy.local_run import run_locally
-    from mfa_policy.policy_file import load_policy_file
-    from mfa_policy.progress import Progress
-    from mfa_policy.report import Counts, is_drifted, is_unconverged
-    from mfa_policy.tokens import DynamoTokenTable
+    from mfa_policy.aws.clients import aws_client
+    from mfa_policy.aws.tokens import DynamoTokenTable
+    from mfa_policy.cli.progress import Progress
+    from mfa_policy.core.engine import Mode
+    from mfa_policy.core.policy_file import load_policy_file
+    from mfa_policy.core.report import Counts, is_drifted, is_unconverged
+    from mfa_policy.run.local_run import run_locally
 
     mode = Mode(args.command)
     policy = load_policy_file(args.config)
@@ -145,7 +145,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _print_summary(summary: dict[str, object], fmt: str) -> None:
     import json
 
-    from mfa_policy.report import render_markdown, render_text
+    from mfa_policy.core.report import render_markdown, render_text
 
     if fmt == "json":
         print(json.dumps(summary, indent=2, sort_keys=True))
@@ -158,10 +158,10 @@ def _print_summary(summary: dict[str, object], fmt: str) -> None:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mfa_policy.clients import aws_client
-    from mfa_policy.gateway import CognitoGateway
-    from mfa_policy.report import Counts
-    from mfa_policy.rollback import rollback
+    from mfa_policy.aws.clients import aws_client
+    from mfa_policy.aws.gateway import CognitoGateway
+    from mfa_policy.core.report import Counts
+    from mfa_policy.run.rollback import rollback
 
     source = Path(args.from_report)
     out_dir = (
@@ -175,7 +175,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mfa_policy.demo import run_demo
+    from mfa_policy.cli.demo import run_demo
 
     return run_demo(users=args.users, report_root=args.report_dir)
 
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_cmd_demo)
 
-    from mfa_policy.cli_single_user import register as register_single_user
+    from mfa_policy.cli.single_user import register as register_single_user
 
     register_single_user(commands)
     return parser

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 from botocore.exceptions import BotoCoreError
 
-from mfa_policy.engine import (
+from mfa_policy.aws.gateway import CognitoError, CognitoGateway, MfaRead, PoolMfaConfig
+from mfa_policy.core.engine import (
     Mode,
     Rejection,
     apply_request,
@@ -30,9 +31,7 @@ from mfa_policy.engine import (
     decide,
     describe_change,
 )
-from mfa_policy.exceptions import MfaPolicyError, RunError
-from mfa_policy.gateway import CognitoError, CognitoGateway, MfaRead, PoolMfaConfig
-from mfa_policy.model import (
+from mfa_policy.core.model import (
     FACTOR_ORDER,
     FEDERATED_STATUS,
     REQUIRED_ATTRIBUTE,
@@ -42,8 +41,9 @@ from mfa_policy.model import (
     MfaState,
     User,
 )
-from mfa_policy.policy import Match, Policy
-from mfa_policy.report import mask_email, mask_identifier, mask_phone
+from mfa_policy.core.policy import Match, Policy
+from mfa_policy.core.report import mask_email, mask_identifier, mask_phone
+from mfa_policy.exceptions import MfaPolicyError, RunError
 
 # --------------------------------------------------------------------------------------------
 # Errors: each message says why, and what to do about it. The CLI prints them and exits 1.

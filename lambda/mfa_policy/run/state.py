@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mfa_policy.model import MfaState
+from mfa_policy.core.model import MfaState
 
 DAY = 86_400.0
 

@@ -11,13 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from mfa_policy.engine import describe_change, request_between
+from mfa_policy.aws.gateway import CognitoError, CognitoGateway
+from mfa_policy.core.engine import describe_change, request_between
+from mfa_policy.core.model import MfaState, Outcome
+from mfa_policy.core.report import Counts, LocalReport
 from mfa_policy.exceptions import RunError
-from mfa_policy.gateway import CognitoError, CognitoGateway
-from mfa_policy.model import MfaState, Outcome
-from mfa_policy.report import Counts, LocalReport
-from mfa_policy.runner import Row, new_run_id, now_iso, summary_of
-from mfa_policy.state import Checkpoint
+from mfa_policy.run.runner import Row, new_run_id, now_iso, summary_of
+from mfa_policy.run.state import Checkpoint
 
 
 def rows_to_restore(report_dir: Path, user_pool_id: str) -> tuple[dict[str, Any], list[Row]]:

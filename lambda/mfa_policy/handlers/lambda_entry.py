@@ -22,15 +22,15 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from mfa_policy.clients import aws_client
-from mfa_policy.engine import Mode
-from mfa_policy.gateway import CognitoGateway
-from mfa_policy.model import DRIFT_OUTCOMES, Outcome
-from mfa_policy.policy import policy_from_json
-from mfa_policy.runner import ACCESS_TOKEN, ADMIN, Runner, new_run_id, rate_limiter_for
-from mfa_policy.s3_report import S3File, S3Report
-from mfa_policy.state import Checkpoint, IntentJournal, ProbeMemory
-from mfa_policy.tokens import DynamoTokenTable
+from mfa_policy.aws.clients import aws_client
+from mfa_policy.aws.gateway import CognitoGateway
+from mfa_policy.aws.s3_report import S3File, S3Report
+from mfa_policy.aws.tokens import DynamoTokenTable
+from mfa_policy.core.engine import Mode
+from mfa_policy.core.model import DRIFT_OUTCOMES, Outcome
+from mfa_policy.core.policy import policy_from_json
+from mfa_policy.run.runner import ACCESS_TOKEN, ADMIN, Runner, new_run_id, rate_limiter_for
+from mfa_policy.run.state import Checkpoint, IntentJournal, ProbeMemory
 
 logger = Logger(service="mfa-policy")
 

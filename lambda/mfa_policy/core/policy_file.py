@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
+from mfa_policy.core.policy import Policy, parse_policy
+from mfa_policy.core.schema import Issue
 from mfa_policy.exceptions import PolicyError
-from mfa_policy.policy import Policy, parse_policy
-from mfa_policy.schema import Issue
 
 Lines = dict[tuple[str | int, ...], int]
 

@@ -55,7 +55,7 @@ def format_path(path: Path) -> str:
 
 @cache
 def policy_schema() -> Mapping[str, Any]:
-    text = resources.files("mfa_policy").joinpath("policy.schema.json").read_text("utf-8")
+    text = resources.files("mfa_policy.core").joinpath("policy.schema.json").read_text("utf-8")
     schema: Mapping[str, Any] = json.loads(text)
     return schema
 

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from mfa_policy.model import (
+from mfa_policy.core.model import (
     FACTOR_ORDER,
     FEDERATED_STATUS,
     REQUIRED_ATTRIBUTE,
@@ -22,7 +22,7 @@ from mfa_policy.model import (
     Outcome,
     User,
 )
-from mfa_policy.policy import Policy, Rule
+from mfa_policy.core.policy import Policy, Rule
 
 
 class Mode(StrEnum):

@@ -6,7 +6,7 @@ from typing import Any
 
 import boto3
 
-from mfa_policy.gateway import CLIENT_CONFIG
+from mfa_policy.aws.gateway import CLIENT_CONFIG
 
 
 def aws_client(

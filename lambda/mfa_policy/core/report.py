@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mfa_policy.model import DRIFT_OUTCOMES, UNCONVERGED_OUTCOMES, Outcome
+from mfa_policy.core.model import DRIFT_OUTCOMES, UNCONVERGED_OUTCOMES, Outcome
 
 _EMAIL = re.compile(r"^([^@\s])[^@\s]*(@[^@\s]+)$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{6,}[0-9]$")

@@ -1,0 +1,1 @@
+"""Run machinery: the runner that composes core and gateway, checkpoints, journals, rollback."""
