@@ -23,14 +23,13 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mfa_policy.aws.clients import aws_client
-from mfa_policy.aws.gateway import CognitoGateway
 from mfa_policy.aws.s3_report import S3File, S3Report
 from mfa_policy.aws.tokens import DynamoTokenTable
 from mfa_policy.core.engine import Mode
 from mfa_policy.core.model import DRIFT_OUTCOMES, Outcome
 from mfa_policy.core.policy import policy_from_json
-from mfa_policy.run.runner import ACCESS_TOKEN, ADMIN, Runner, new_run_id, rate_limiter_for
-from mfa_policy.run.state import Checkpoint, IntentJournal, ProbeMemory
+from mfa_policy.run.runner import ACCESS_TOKEN, ADMIN, execute_slice, new_run_id
+from mfa_policy.run.state import Checkpoint, IntentJournal
 
 logger = Logger(service="mfa-policy")
 
@@ -118,33 +117,29 @@ def run_slice(
         work / "probes.sqlite",
     )
     probe_file.download()
-    probes = ProbeMemory(probe_file.local, reprobe_after_days=policy.enrollment.reprobe_after_days)
     tokens = (
         DynamoTokenTable(dynamodb, settings.token_table)
         if settings.auth == ACCESS_TOKEN and settings.token_table
         else None
     )
-    gateway = CognitoGateway(cognito, settings.user_pool_id, limiter=rate_limiter_for(policy))
     stop_at = time.monotonic() + time_budget
-    try:
-        runner = Runner(
-            gateway,
-            policy,
-            mode=mode,
-            report=report,
-            probes=probes,
-            journal=IntentJournal(work / "intents.jsonl"),
-            save_checkpoint=lambda _: None,  # Step Functions carries the checkpoint
-            auth=settings.auth,
-            tokens=tokens,
-        )
-        if checkpoint is None:
-            checkpoint = runner.start(run_id)
-        checkpoint = runner.run_slice(checkpoint, lambda: time.monotonic() < stop_at)
-        if not checkpoint.done:
-            report.flush_part()
-    finally:
-        probes.close()
+    checkpoint = execute_slice(
+        cognito,
+        policy,
+        settings.user_pool_id,
+        mode=mode,
+        report=report,
+        probe_db=probe_file.local,
+        journal=IntentJournal(work / "intents.jsonl"),
+        checkpoint=checkpoint,
+        run_id=run_id,
+        keep_going=lambda: time.monotonic() < stop_at,
+        save_checkpoint=lambda _: None,  # Step Functions carries the checkpoint
+        auth=settings.auth,
+        tokens=tokens,
+    )
+    if not checkpoint.done:
+        report.flush_part()
     if mode is Mode.APPLY:
         probe_file.upload()
     by_outcome = {k: v for k, v in checkpoint.counts.get("by_outcome", {}).items() if v}

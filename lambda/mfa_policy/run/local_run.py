@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mfa_policy.aws.gateway import CognitoGateway
 from mfa_policy.aws.tokens import TokenSource
 from mfa_policy.core.engine import Mode
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.report import LocalReport
 from mfa_policy.exceptions import RunError
-from mfa_policy.run.runner import ADMIN, Row, Runner, new_run_id, rate_limiter_for, summary_of
-from mfa_policy.run.state import IntentJournal, ProbeMemory, StateFolder
+from mfa_policy.run.runner import ADMIN, Row, execute_slice, new_run_id, summary_of
+from mfa_policy.run.state import IntentJournal, StateFolder
 
 DEFAULT_STATE_DIR = ".mfa-policy"
 
@@ -67,27 +66,21 @@ def run_locally(
         run_id = new_run_id(mode.value)
         report = LocalReport(report_dir or state.root / "reports" / run_id)
 
-    gateway = CognitoGateway(client, user_pool_id, limiter=rate_limiter_for(policy))
-    probes = ProbeMemory(
-        state.probe_db(user_pool_id), reprobe_after_days=policy.enrollment.reprobe_after_days
+    checkpoint = execute_slice(
+        client,
+        policy,
+        user_pool_id,
+        mode=mode,
+        report=report,
+        probe_db=state.probe_db(user_pool_id),
+        journal=IntentJournal(state.run_dir(run_id) / "intents.jsonl"),
+        checkpoint=checkpoint,
+        run_id=run_id,
+        keep_going=keep_going,
+        save_checkpoint=state.save,
+        auth=auth,
+        tokens=tokens,
+        workers=workers,
+        on_rows=on_rows,
     )
-    try:
-        runner = Runner(
-            gateway,
-            policy,
-            mode=mode,
-            report=report,
-            probes=probes,
-            journal=IntentJournal(state.run_dir(run_id) / "intents.jsonl"),
-            save_checkpoint=state.save,
-            auth=auth,
-            tokens=tokens,
-            workers=workers,
-            on_rows=on_rows,
-        )
-        if checkpoint is None:
-            checkpoint = runner.start(run_id)
-        checkpoint = runner.run_slice(checkpoint, keep_going)
-    finally:
-        probes.close()
     return LocalRun(summary_of(checkpoint), report.directory)

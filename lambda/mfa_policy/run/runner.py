@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from mfa_policy.aws.gateway import CognitoError, CognitoGateway, ListedUser, MfaRead
@@ -385,3 +386,46 @@ def summary_of(checkpoint: Checkpoint) -> dict[str, Any]:
         "report_uri": checkpoint.report_uri,
         "warnings": checkpoint.warnings,
     }
+
+
+def execute_slice(
+    client: Any,
+    policy: Policy,
+    user_pool_id: str,
+    *,
+    mode: Mode,
+    report: ReportSink,
+    probe_db: Path,
+    journal: IntentJournal,
+    checkpoint: Checkpoint | None,
+    run_id: str,
+    keep_going: Callable[[], bool],
+    save_checkpoint: Callable[[Checkpoint], None],
+    auth: str = ADMIN,
+    tokens: TokenSource | None = None,
+    workers: int = 32,
+    on_rows: Callable[[list[Row]], None] | None = None,
+) -> Checkpoint:
+    """One slice of a run as every driver runs it: a gateway paced by the policy's rate limits,
+    the pool's probe memory, a start (preflight) or a resume, then the slice; probes closed."""
+    gateway = CognitoGateway(client, user_pool_id, limiter=rate_limiter_for(policy))
+    probes = ProbeMemory(probe_db, reprobe_after_days=policy.enrollment.reprobe_after_days)
+    try:
+        runner = Runner(
+            gateway,
+            policy,
+            mode=mode,
+            report=report,
+            probes=probes,
+            journal=journal,
+            save_checkpoint=save_checkpoint,
+            auth=auth,
+            tokens=tokens,
+            workers=workers,
+            on_rows=on_rows,
+        )
+        if checkpoint is None:
+            checkpoint = runner.start(run_id)
+        return runner.run_slice(checkpoint, keep_going)
+    finally:
+        probes.close()
