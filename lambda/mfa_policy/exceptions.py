@@ -53,3 +53,19 @@ class PreflightError(MfaPolicyError):
 
 class RunError(MfaPolicyError):
     """A run could not proceed (unreachable service, bad checkpoint, missing token table)."""
+
+
+class SingleUserError(MfaPolicyError):
+    """Base of the single-user commands' errors (set-user-mfa-preference, get-user-mfa)."""
+
+
+class InputError(SingleUserError):
+    """The command line or input file cannot be parsed (nothing was sent)."""
+
+
+class UnsafeRequestError(SingleUserError):
+    """Cognito would reject the request, or it needs a --force: nothing was sent."""
+
+
+class CognitoRequestError(SingleUserError):
+    """Cognito refused a read or the write."""

@@ -7,7 +7,7 @@ import pytest
 
 from mfa_policy.cli.demo import demo_policy
 from mfa_policy.core.engine import Mode
-from mfa_policy.handlers import (
+from mfa_policy.handlers.lambda_entry import (
     HandlerSettings,
     deploy_is_complete,
     deploy_on_event,

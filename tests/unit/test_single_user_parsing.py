@@ -9,39 +9,44 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mfa_policy.aws.gateway import MfaRead, PoolMfaConfig
-from mfa_policy.core.engine import apply_request
-from mfa_policy.core.model import Factor, FactorWrite, MfaRequest, MfaState, User
-from mfa_policy.core.policy import Match
-from mfa_policy.run.single_user import (
+from mfa_policy.cli.aws_cli_input import (
     LEGACY_OFF_NOTE,
     LEGACY_SMS_NOTE,
-    FactorInput,
-    InputError,
-    Target,
     build_input,
-    effective_request,
     input_skeleton,
-    last_factor_removed,
     load_cli_input,
-    mask_email,
-    mask_identifier,
-    mask_phone,
-    match_reasons,
-    missing_attributes,
-    more_than_one_preferred,
     output_skeleton,
     parse_settings,
     parse_shorthand,
+    render_skeleton,
+    translate_mfa_options,
+)
+from mfa_policy.core.engine import apply_request
+from mfa_policy.core.model import (
+    Factor,
+    FactorWrite,
+    MfaRead,
+    MfaRequest,
+    MfaState,
+    PoolMfaConfig,
+    User,
+)
+from mfa_policy.core.policy import Match
+from mfa_policy.core.preference_change import (
+    FactorInput,
+    effective_request,
+    last_factor_removed,
+    missing_attributes,
+    more_than_one_preferred,
     plan_change,
     pool_problems,
     preferred_but_disabled,
-    region_hint,
-    render_skeleton,
     resolve_request,
     static_problems,
-    translate_mfa_options,
 )
+from mfa_policy.core.report import mask_email, mask_identifier, mask_phone
+from mfa_policy.exceptions import InputError
+from mfa_policy.run.single_user import Target, region_hint
 
 TOTP, SMS, EMAIL = Factor.TOTP, Factor.SMS, Factor.EMAIL
 PHONE = {"phone_number": "+15550100123"}
@@ -216,6 +221,22 @@ def test_cli_input_json_inline():
 
 def test_cli_input_yaml_inline():
     assert load_cli_input("Username: ana\n", yaml_format=True) == {"Username": "ana"}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        "AccessToken: eyJraWQiOiJzZWNyZXQ.eyJzdWIiOiJzZWNyZXQ.c2lnbmF0dXJl\n  Username: [ana\n",
+        "AccessToken: eyJraWQiOiJzZWNyZXQ.eyJzdWIiOiJzZWNyZXQ.c2lnbmF0dXJl: x: y\n",
+        "{AccessToken: eyJraWQiOiJzZWNyZXQ.eyJzdWIiOiJzZWNyZXQ.c2lnbmF0dXJl\n",
+    ],
+)
+def test_malformed_cli_input_yaml_never_echoes_the_token(document):
+    with pytest.raises(InputError, match=r"--cli-input-yaml: not valid YAML: .*line \d") as caught:
+        load_cli_input(document, yaml_format=True)
+    message = str(caught.value)
+    for fragment in ("eyJ", "c2lnbmF0dXJl", "ZWNyZXQ"):
+        assert fragment not in message
 
 
 def test_cli_input_that_is_not_an_object_is_an_error():
@@ -520,6 +541,47 @@ def test_target_scrubs_the_token_from_messages():
 
 def user(**kw):
     return User(username="ana", sub="s", attributes=BOTH, **kw)
+
+
+def match_reasons(match, user):
+    why: list[str] = []
+    return match.matches(user, why), why
+
+
+@given(
+    groups=st.frozensets(st.sampled_from(["admins", "ops", "staff"]), max_size=2),
+    usernames=st.frozensets(st.sampled_from(["ana", "bob"]), max_size=2),
+    attributes=st.dictionaries(
+        st.sampled_from(["email", "custom:team"]), st.sampled_from(["x@example.com", "red"])
+    ),
+    statuses=st.frozensets(st.sampled_from(["CONFIRMED", "UNCONFIRMED"]), max_size=2),
+    everyone=st.booleans(),
+    user_groups=st.frozensets(st.sampled_from(["admins", "ops", "staff"])),
+    username=st.sampled_from(["ana", "bob", "eve"]),
+    user_attributes=st.dictionaries(
+        st.sampled_from(["email", "custom:team"]), st.sampled_from(["x@example.com", "red"])
+    ),
+    status=st.sampled_from(["CONFIRMED", "UNCONFIRMED"]),
+)
+def test_the_explanation_and_the_engine_never_disagree(
+    groups,
+    usernames,
+    attributes,
+    statuses,
+    everyone,
+    user_groups,
+    username,
+    user_attributes,
+    status,
+):
+    match = Match(everyone, groups, usernames, attributes, statuses)
+    someone = User(
+        username=username, sub="s", status=status, attributes=user_attributes, groups=user_groups
+    )
+    matched, why = match_reasons(match, someone)
+    assert matched == match.matches(someone)
+    conditions = everyone or groups or usernames or attributes or statuses
+    assert bool(why) == bool(conditions)  # every condition's verdict is explained
 
 
 def test_match_all():

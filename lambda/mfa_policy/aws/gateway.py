@@ -27,7 +27,7 @@ from botocore.exceptions import (
 
 from mfa_policy.aws.ratelimit import Category, RateLimiter
 from mfa_policy.core.engine import Rejection
-from mfa_policy.core.model import Factor, MfaRequest, MfaState
+from mfa_policy.core.model import Factor, MfaRead, MfaRequest, MfaState, PoolMfaConfig
 from mfa_policy.exceptions import MfaPolicyError, PreflightError, RunError
 
 #: Cognito's maximum page size for ListUsers and ListUsersInGroup.
@@ -119,22 +119,6 @@ class ListedUser:
 class UsersPage:
     users: list[ListedUser]
     next_token: str | None
-
-
-@dataclass(frozen=True)
-class MfaRead:
-    """A user's MFA state and attributes as (Admin)GetUser returns them."""
-
-    mfa: MfaState
-    attributes: Mapping[str, str]
-    enabled: bool | None = None
-    status: str | None = None
-
-
-@dataclass(frozen=True)
-class PoolMfaConfig:
-    mode: str
-    factors: frozenset[Factor]
 
 
 class CallCounters:

@@ -1,6 +1,7 @@
 """`set-user-mfa-preference` and `get-user-mfa`: one user at a time.
 
-A thin driver: argparse in, ``mfa_policy.run.single_user`` does the work, text or JSON out.
+A thin driver: argparse in, ``cli.aws_cli_input`` parses, ``mfa_policy.run.single_user`` does
+the work, ``cli.single_user_render`` renders; text or JSON out.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def _gateway(args: argparse.Namespace, user_pool_id: str | None, access_token: s
 
     from mfa_policy.aws.clients import aws_client
     from mfa_policy.aws.gateway import CognitoGateway
-    from mfa_policy.run.single_user import InputError, region_hint
+    from mfa_policy.exceptions import InputError
+    from mfa_policy.run.single_user import region_hint
 
     try:
         session = boto3.session.Session(profile_name=args.profile)
@@ -150,19 +152,27 @@ def _gateway(args: argparse.Namespace, user_pool_id: str | None, access_token: s
 
 
 def _cmd_set(args: argparse.Namespace) -> int:
+    from mfa_policy.cli import aws_cli_input as cli_input_forms
+    from mfa_policy.cli import single_user_render as render
     from mfa_policy.run import single_user as su
 
     yaml_input = args.cli_input_yaml is not None
     raw_input = args.cli_input_yaml if yaml_input else args.cli_input_json
-    cli_input = su.load_cli_input(raw_input, yaml_format=yaml_input) if raw_input else None
+    cli_input = (
+        cli_input_forms.load_cli_input(raw_input, yaml_format=yaml_input) if raw_input else None
+    )
 
     if args.generate_cli_skeleton in ("input", "yaml-input"):
         admin = args.admin_command or bool(args.user_pool_id or args.username)
-        skeleton = su.input_skeleton(admin=admin)
-        print(su.render_skeleton(skeleton, yaml_format=args.generate_cli_skeleton == "yaml-input"))
+        skeleton = cli_input_forms.input_skeleton(admin=admin)
+        print(
+            cli_input_forms.render_skeleton(
+                skeleton, yaml_format=args.generate_cli_skeleton == "yaml-input"
+            )
+        )
         return 0
 
-    inp = su.build_input(
+    inp = cli_input_forms.build_input(
         command_line={
             "SMSMfaSettings": args.sms_mfa_settings,
             "SoftwareTokenMfaSettings": args.software_token_mfa_settings,
@@ -180,7 +190,7 @@ def _cmd_set(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     if args.generate_cli_skeleton == "output":
         su.check_input(inp)
-        print(json.dumps(su.output_skeleton(inp), indent=4))
+        print(json.dumps(cli_input_forms.output_skeleton(inp), indent=4))
         return 0
 
     gateway = _gateway(args, inp.user_pool_id, inp.access_token)
@@ -194,16 +204,18 @@ def _cmd_set(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(result.to_json(), indent=4))
     else:
-        print("\n".join(su.render_set_result(result)))
+        print("\n".join(render.render_set_result(result)))
     return 0
 
 
 def _cmd_get(args: argparse.Namespace) -> int:
+    from mfa_policy.cli import aws_cli_input as cli_input_forms
+    from mfa_policy.cli import single_user_render as render
     from mfa_policy.core.policy_file import load_policy_file
     from mfa_policy.run import single_user as su
 
     policy = load_policy_file(args.config) if args.config else None
-    inp_target = su.build_target(
+    inp_target = cli_input_forms.build_target(
         access_token=args.access_token, user_pool_id=args.user_pool_id, username=args.username
     )
     gateway = _gateway(args, inp_target.user_pool_id, inp_target.access_token)
@@ -211,5 +223,5 @@ def _cmd_get(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(view.to_json(), indent=4))
     else:
-        print("\n".join(su.render_user_view(view, args.config)))
+        print("\n".join(render.render_user_view(view, args.config)))
     return 0

@@ -179,3 +179,19 @@ UNCONVERGED_OUTCOMES = frozenset(
         Outcome.FAILED,
     }
 )
+
+
+@dataclass(frozen=True)
+class MfaRead:
+    """A user's MFA state and attributes as a read of the user returns them."""
+
+    mfa: MfaState
+    attributes: Mapping[str, str]
+    enabled: bool | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True)
+class PoolMfaConfig:
+    mode: str
+    factors: frozenset[Factor]

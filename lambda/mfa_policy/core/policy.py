@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from mfa_policy.core.model import FACTOR_ORDER, Factor, FactorSetting, User
+from mfa_policy.core.report import mask_attribute
 from mfa_policy.core.schema import Issue, defaults, validate
 from mfa_policy.exceptions import PolicyError
 
@@ -22,6 +24,13 @@ COGNITO_QUOTAS: Mapping[str, float] = {
     "user_resource_update": 25,
     "user_list": 30,
 }
+
+
+def _attribute_verdict(name: str, wanted: str, actual: str | None) -> str:
+    if actual == wanted:
+        return f"{name} is {mask_attribute(name, wanted)}"
+    shown = mask_attribute(name, actual) if actual else "not set"
+    return f"{name} is {shown}, not {mask_attribute(name, wanted)}"
 
 
 @dataclass(frozen=True)
@@ -34,15 +43,53 @@ class Match:
     attributes: Mapping[str, str] = field(default_factory=dict)
     statuses: frozenset[str] = frozenset()
 
-    def matches(self, user: User) -> bool:
+    def matches(self, user: User, why: list[str] | None = None) -> bool:
+        """Whether every condition holds for ``user``; when ``why`` is given, each condition's
+        verdict in words is appended to it (values masked), so an explanation and the engine
+        can never disagree. Without ``why`` it stops at the first condition that fails."""
+        ok = True
+        for holds, verdict in self._verdicts(user):
+            ok = ok and holds
+            if why is not None:
+                why.append(verdict())
+            elif not ok:
+                return False
+        return ok
+
+    def _verdicts(self, user: User) -> Iterator[tuple[bool, Callable[[], str]]]:
+        """Each condition: whether it holds, and (lazily, it costs) why in words."""
         if self.everyone:
-            return True
-        return (
-            (not self.groups or bool(self.groups & user.groups))
-            and (not self.usernames or user.username in self.usernames)
-            and all(user.attributes.get(k) == v for k, v in self.attributes.items())
-            and (not self.statuses or user.status in self.statuses)
-        )
+            yield True, lambda: "match: all"
+            return
+        if self.groups:
+            hits = sorted(self.groups & user.groups)
+            groups = sorted(self.groups)
+            yield (
+                bool(hits),
+                lambda: (
+                    f"member of group {hits[0]}"
+                    if hits
+                    else f"not a member of group {groups[0]}"
+                    if len(groups) == 1
+                    else f"not a member of any of groups {', '.join(groups)}"
+                ),
+            )
+        if self.usernames:
+            listed = user.username in self.usernames
+            yield listed, lambda: "username is listed" if listed else "username is not listed"
+        for name, wanted in sorted(self.attributes.items()):
+            actual = user.attributes.get(name)
+            yield actual == wanted, partial(_attribute_verdict, name, wanted, actual)
+        if self.statuses:
+            status_ok = user.status in self.statuses
+            yield (
+                status_ok,
+                lambda: (
+                    f"status is {user.status}"
+                    if status_ok
+                    else f"status {user.status} is not {' or '.join(sorted(self.statuses))}"
+                ),
+            )
 
     def to_dict(self) -> str | dict[str, Any]:
         if self.everyone:

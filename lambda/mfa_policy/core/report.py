@@ -63,6 +63,15 @@ def mask_identifier(value: str) -> str:
     return value
 
 
+def mask_attribute(name: str, value: str) -> str:
+    """An attribute's value as it may be printed."""
+    if name == "email":
+        return mask_email(value)
+    if name == "phone_number":
+        return mask_phone(value)
+    return mask_identifier(value)
+
+
 @dataclass
 class Counts:
     """Outcome counts overall and per rule, plus API calls; merges across slices."""

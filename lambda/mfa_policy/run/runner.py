@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from mfa_policy.aws.gateway import CognitoError, CognitoGateway, ListedUser, MfaRead
+from mfa_policy.aws.gateway import CognitoError, CognitoGateway, ListedUser
 from mfa_policy.aws.ratelimit import Category, RateLimiter
 from mfa_policy.aws.tokens import TokenSource
 from mfa_policy.core.engine import Decision, Mode, after_rejection, decide, out_of_scope
-from mfa_policy.core.model import Factor, MfaState, Outcome, User
+from mfa_policy.core.model import Factor, MfaRead, MfaState, Outcome, User
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.report import Counts, mask_identifier
 from mfa_policy.exceptions import PreflightError, RunError
@@ -393,37 +393,19 @@ def execute_slice(
     policy: Policy,
     user_pool_id: str,
     *,
-    mode: Mode,
-    report: ReportSink,
     probe_db: Path,
-    journal: IntentJournal,
     checkpoint: Checkpoint | None,
     run_id: str,
     keep_going: Callable[[], bool],
-    save_checkpoint: Callable[[Checkpoint], None],
-    auth: str = ADMIN,
-    tokens: TokenSource | None = None,
-    workers: int = 32,
-    on_rows: Callable[[list[Row]], None] | None = None,
+    **runner_options: Any,
 ) -> Checkpoint:
     """One slice of a run as every driver runs it: a gateway paced by the policy's rate limits,
-    the pool's probe memory, a start (preflight) or a resume, then the slice; probes closed."""
+    the pool's probe memory, a start (preflight) or a resume, then the slice; probes closed.
+    ``runner_options`` are the Runner's own (mode, report, journal, save_checkpoint, ...)."""
     gateway = CognitoGateway(client, user_pool_id, limiter=rate_limiter_for(policy))
     probes = ProbeMemory(probe_db, reprobe_after_days=policy.enrollment.reprobe_after_days)
     try:
-        runner = Runner(
-            gateway,
-            policy,
-            mode=mode,
-            report=report,
-            probes=probes,
-            journal=journal,
-            save_checkpoint=save_checkpoint,
-            auth=auth,
-            tokens=tokens,
-            workers=workers,
-            on_rows=on_rows,
-        )
+        runner = Runner(gateway, policy, probes=probes, **runner_options)
         if checkpoint is None:
             checkpoint = runner.start(run_id)
         return runner.run_slice(checkpoint, keep_going)
