@@ -164,12 +164,9 @@ class MfaPolicy(Construct):
         slice_env = _slice_environment(
             policy=policy,
             user_pool=user_pool,
-            # Sized at its longest when the bucket does not exist yet.
-            bucket_name=report_bucket.bucket_name if report_bucket else "b" * 63,
             report_prefix=report_prefix,
             token_table=token_table,
         )
-        _check_environment_size(slice_env, policy, policy_file)
 
         self._user_pool = user_pool
         self._policy = policy
@@ -181,6 +178,10 @@ class MfaPolicy(Construct):
         self._report_bucket = report_bucket or self._create_report_bucket(report_retention)
         slice_env["REPORT_BUCKET"] = self._report_bucket.bucket_name
         self._layer = _assets.powertools_layer(self, "PowertoolsLayer")
+        # The policy travels inside the code asset (policy.json), never in the template or the
+        # functions' environment: no 4 KB cap, and no usernames or attribute values in clear
+        # text in CloudFormation or the Lambda configuration.
+        self._code = _assets.code(policy)
 
         self._function = self._new_function(
             "Function",
@@ -392,7 +393,7 @@ class MfaPolicy(Construct):
             id,
             runtime=_assets.RUNTIME,
             architecture=_assets.ARCHITECTURE,
-            code=_assets.code(),
+            code=self._code,
             handler=handler,
             description=description,
             memory_size=memory_size,
@@ -747,15 +748,14 @@ def _slice_environment(
     *,
     policy: Policy,
     user_pool: cognito.IUserPool,
-    bucket_name: str,
     report_prefix: str,
     token_table: dynamodb.ITable | None,
 ) -> dict[str, str]:
     env = {
         "USER_POOL_ID": user_pool.user_pool_id,
-        "POLICY_JSON": policy.to_json(),
+        # Where the policy is in the asset, and which policy it must be (a hash is no content).
+        "POLICY_FILE": _assets.POLICY_FILE,
         "POLICY_HASH": policy.hash,
-        "REPORT_BUCKET": bucket_name,
         "REPORT_PREFIX": report_prefix,
         "AUTH": "admin" if token_table is None else "access-token",
         "POWERTOOLS_SERVICE_NAME": "mfa-policy",
@@ -764,19 +764,6 @@ def _slice_environment(
     if token_table is not None:
         env["TOKEN_TABLE"] = token_table.table_name
     return env
-
-
-def _check_environment_size(env: Mapping[str, str], policy: Policy, source: str | Path) -> None:
-    size = _assets.environment_size(env)
-    if size > _assets.LAMBDA_ENV_LIMIT_BYTES:
-        policy_bytes = len(policy.to_json().encode("utf-8"))
-        raise ValueError(
-            f"{source}: the policy is too large to hand to the Lambda function: its normalized "
-            f"JSON is {policy_bytes} bytes, which makes the function's environment about {size} "
-            f"bytes, over Lambda's limit of {_assets.LAMBDA_ENV_LIMIT_BYTES} bytes (4 KB) for "
-            f"all variables together; shorten it by about {size - _assets.LAMBDA_ENV_LIMIT_BYTES}"
-            " bytes, e.g. match long user lists by group instead of by username"
-        )
 
 
 __all__ = [

@@ -41,7 +41,7 @@ POOL_ACTIONS = {
     "cognito-idp:AdminGetUser",
     "cognito-idp:AdminSetUserMFAPreference",
 }
-LAYER = "AWSLambdaPowertoolsPythonV3-python314-arm64:38"
+POWERTOOLS_PARAMETER = "/aws/service/powertools/python/arm64/python3.14/3.37.0"
 
 
 # ---------------------------------------------------------------------- helpers
@@ -169,7 +169,8 @@ def policies(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     )
     huge = json.loads(json.dumps(example))
-    huge["exclude"]["usernames"] = [f"service-user-{i:04d}" for i in range(300)]
+    huge["exclude"]["usernames"] = [f"service-user-{i:04d}@example.com" for i in range(300)]
+    huge["rules"][0]["match"] = {"groups": ["admins"], "attributes": {"phone_number": "+15550100"}}
     (folder / "huge.json").write_text(json.dumps(huge))
     shadowed = json.loads(json.dumps(example))
     shadowed["rules"].reverse()  # "everyone" first: "admins" can never match
@@ -244,14 +245,23 @@ def test_log_groups_keep_logs_a_year_by_default(default: Built) -> None:
 
 
 @pytest.mark.parametrize("handler", [SLICE, ON_EVENT, IS_COMPLETE])
-def test_every_function_uses_the_public_powertools_layer_for_arm64(
+def test_every_function_uses_the_public_powertools_layer_of_the_pinned_version(
     default: Built, handler: str
 ) -> None:
     _, fn = default.function(handler)
     (layer,) = fn["Properties"]["Layers"]
-    text = as_text(layer)
-    assert f":017000801446:layer:{LAYER}" in text
-    assert '"Ref": "AWS::Region"' in text
+    # The layer's ARN is AWS's public SSM parameter for the pinned release, resolved at deploy.
+    parameter = default.json["Parameters"][layer["Ref"]]
+    assert parameter["Type"] == "AWS::SSM::Parameter::Value<String>"
+    assert parameter["Default"] == POWERTOOLS_PARAMETER
+
+
+def test_the_powertools_layer_is_the_version_the_tests_install() -> None:
+    from importlib.metadata import version
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"aws-lambda-powertools=={version("aws-lambda-powertools")}"' in pyproject
+    assert POWERTOOLS_PARAMETER.endswith("/" + version("aws-lambda-powertools"))
 
 
 def test_slice_function_environment_is_exactly_what_the_handler_reads(default: Built) -> None:
@@ -261,7 +271,7 @@ def test_slice_function_environment_is_exactly_what_the_handler_reads(default: B
     bucket_id = next(iter(default.resources("AWS::S3::Bucket", {"VersioningConfiguration": {}})))
     assert env == {
         "USER_POOL_ID": {"Ref": pool_id},
-        "POLICY_JSON": load_policy_file(EXAMPLE_POLICY).to_json(),
+        "POLICY_FILE": "policy.json",
         "POLICY_HASH": load_policy_file(EXAMPLE_POLICY).hash,
         "REPORT_BUCKET": {"Ref": bucket_id},
         "REPORT_PREFIX": "mfa-policy/",
@@ -271,21 +281,49 @@ def test_slice_function_environment_is_exactly_what_the_handler_reads(default: B
     }
 
 
-def test_policy_json_env_parses_back_to_the_policy_file(default: Built) -> None:
-    _, fn = default.function(SLICE)
-    shipped = json.loads(fn["Properties"]["Environment"]["Variables"]["POLICY_JSON"])
+def shipped_asset(built: Built) -> Path:
+    """The folder the slice function's code asset was staged to in the cloud assembly."""
+    assembly = built.stack.node.root.synth()  # type: ignore[attr-defined]
+    _, fn = built.function(SLICE)
+    asset_hash = fn["Properties"]["Code"]["S3Key"].removesuffix(".zip")
+    return Path(assembly.directory) / f"asset.{asset_hash}"
+
+
+def test_the_asset_carries_the_normalized_policy_the_handler_reads(default: Built) -> None:
+    shipped = json.loads((shipped_asset(default) / "policy.json").read_text())
     assert shipped == load_policy_file(EXAMPLE_POLICY).to_dict()
 
 
 def test_asset_ships_the_runtime_without_the_standin_or_caches(default: Built) -> None:
-    assembly = default.stack.node.root.synth()  # type: ignore[attr-defined]
-    _, fn = default.function(SLICE)
-    asset_hash = fn["Properties"]["Code"]["S3Key"].removesuffix(".zip")
-    shipped = Path(assembly.directory) / f"asset.{asset_hash}"
-    files = {p.relative_to(shipped).as_posix() for p in shipped.rglob("*")}
+    shipped = shipped_asset(default)
+    files = {p.relative_to(shipped).as_posix() for p in shipped.rglob("*") if p.is_file()}
     assert "mfa_policy/core/policy.py" in files
+    assert "mfa_policy/core/policy.schema.json" in files
+    assert "mfa_policy/handlers/lambda_entry.py" in files
     assert not [f for f in files if f.startswith("mfa_policy/standin")]
     assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    assert {f.split("/")[0] for f in files} == {"mfa_policy", "policy.json"}
+
+
+def test_a_policy_over_4_kb_synthesizes_and_no_policy_content_is_in_the_template(
+    policies: Path,
+) -> None:
+    built = build(policies / "huge.json")
+    template = json.dumps(built.json)
+    huge = json.loads((policies / "huge.json").read_text())
+    assert len(load_policy_file(policies / "huge.json").to_json()) > 4096
+    # Usernames (often emails), attribute values (phone numbers), group and rule names: none
+    # of the policy's content is in CloudFormation or in any function's configuration.
+    for secret in [
+        *huge["exclude"]["usernames"],
+        *huge["rules"][0]["match"]["attributes"].values(),
+        "service-accounts",
+    ]:
+        assert secret not in template, secret
+    _, fn = built.function(SLICE)
+    assert fn["Properties"]["Environment"]["Variables"]["POLICY_HASH"] == built.mfa.policy_hash
+    shipped = json.loads((shipped_asset(built) / "policy.json").read_text())
+    assert shipped["exclude"]["usernames"] == sorted(huge["exclude"]["usernames"])
 
 
 # ---------------------------------------------------------------------- deploy functions
@@ -800,19 +838,11 @@ def test_a_missing_policy_file_fails_synth(tmp_path: Path) -> None:
         build(tmp_path / "nope.yaml")
 
 
-def test_a_policy_too_large_for_the_lambda_environment_fails_synth(policies: Path) -> None:
-    with pytest.raises(ValueError, match=r"too large") as raised:
-        build(policies / "huge.json")
-    message = str(raised.value)
-    assert "huge.json" in message
-    assert "4096 bytes (4 KB)" in message
-
-
 def test_a_rejected_configuration_adds_no_resources(policies: Path) -> None:
     stack = new_stack()
     pool = example_pool(stack)
-    with pytest.raises(ValueError, match="too large"):
-        MfaPolicy(stack, "MfaPolicy", user_pool=pool, policy_file=policies / "huge.json")
+    with pytest.raises(ValueError, match="the policy enables email"):
+        MfaPolicy(stack, "MfaPolicy", user_pool=pool, policy_file=policies / "email.json")
     assert stack.node.find_child("MfaPolicy").node.children == []
 
 

@@ -149,15 +149,20 @@ def test_second_apply_through_the_handlers_writes_nothing(standin, demo_pool, bu
 
 
 def test_slice_handler_reads_its_settings_from_the_environment(
-    standin, demo_pool, bucket, monkeypatch
+    standin, demo_pool, bucket, monkeypatch, tmp_path
 ):
     settings = settings_for(demo_pool.pool_id, bucket)
+    # As the construct deploys it: the policy is a file in the code asset, the environment
+    # names the file and the policy's hash only.
+    (tmp_path / "policy.json").write_text(settings.policy_json)
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", str(tmp_path))
     monkeypatch.setenv("AWS_ENDPOINT_URL", standin.endpoint_url)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("USER_POOL_ID", settings.user_pool_id)
-    monkeypatch.setenv("POLICY_JSON", settings.policy_json)
+    monkeypatch.setenv("POLICY_FILE", "policy.json")
+    monkeypatch.setenv("POLICY_HASH", demo_policy().hash)
     monkeypatch.setenv("REPORT_BUCKET", bucket)
     context = SimpleNamespace(
         get_remaining_time_in_millis=lambda: 900_000,
@@ -193,13 +198,31 @@ def test_run_metrics_are_one_embedded_metric_per_outcome(capsys):
 
 def test_settings_from_env_names_what_is_missing():
     with pytest.raises(
-        ValueError, match="missing environment variables: POLICY_JSON, REPORT_BUCKET"
+        ValueError, match="missing environment variables: POLICY_FILE, REPORT_BUCKET"
     ):
         settings_from_env({"USER_POOL_ID": "p"})
 
 
+def test_settings_read_the_policy_from_the_asset_and_check_its_hash(tmp_path):
+    policy = demo_policy()
+    (tmp_path / "policy.json").write_text(policy.to_json())
+    env = {
+        "USER_POOL_ID": "p",
+        "POLICY_FILE": "policy.json",
+        "POLICY_HASH": policy.hash,
+        "REPORT_BUCKET": "b",
+        "LAMBDA_TASK_ROOT": str(tmp_path),
+    }
+    assert settings_from_env(env).policy_json == policy.to_json()
+
+    with pytest.raises(ValueError, match=rf"is policy {policy.hash}, not 0000 \(POLICY_HASH\)"):
+        settings_from_env({**env, "POLICY_HASH": "0000"})
+    with pytest.raises(ValueError, match="cannot read the policy file .*nope.json"):
+        settings_from_env({**env, "POLICY_FILE": "nope.json"})
+
+
 def test_settings_from_env_requires_a_table_for_access_tokens():
-    env = {"USER_POOL_ID": "p", "POLICY_JSON": "{}", "REPORT_BUCKET": "b", "AUTH": "access-token"}
+    env = {"USER_POOL_ID": "p", "POLICY_FILE": "p.json", "REPORT_BUCKET": "b", "AUTH": "access-token"}
     with pytest.raises(ValueError, match="AUTH=access-token needs TOKEN_TABLE"):
         settings_from_env(env)
 

@@ -33,6 +33,9 @@ from mfa_policy.run.state import Checkpoint, IntentJournal
 
 logger = Logger(service="mfa-policy")
 
+#: The folder that holds the ``mfa_policy`` package: the asset's root in Lambda.
+_ASSET_ROOT = Path(__file__).resolve().parents[2]
+
 #: Stop taking new pages this long before the Lambda's own timeout: in-flight pages finish.
 SAFETY_MARGIN_SECONDS = 90.0
 
@@ -49,7 +52,7 @@ class HandlerSettings:
 
 
 def settings_from_env(env: Mapping[str, str]) -> HandlerSettings:
-    missing = [k for k in ("USER_POOL_ID", "POLICY_JSON", "REPORT_BUCKET") if not env.get(k)]
+    missing = [k for k in ("USER_POOL_ID", "POLICY_FILE", "REPORT_BUCKET") if not env.get(k)]
     if missing:
         raise ValueError(f"missing environment variables: {', '.join(missing)}")
     auth = env.get("AUTH", ADMIN)
@@ -59,13 +62,32 @@ def settings_from_env(env: Mapping[str, str]) -> HandlerSettings:
         raise ValueError("AUTH=access-token needs TOKEN_TABLE")
     return HandlerSettings(
         user_pool_id=env["USER_POOL_ID"],
-        policy_json=env["POLICY_JSON"],
+        policy_json=read_policy_file(env),
         report_bucket=env["REPORT_BUCKET"],
         report_prefix=env.get("REPORT_PREFIX", "mfa-policy/"),
         auth=auth,
         token_table=env.get("TOKEN_TABLE") or None,
         metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "MfaPolicy"),
     )
+
+
+def read_policy_file(env: Mapping[str, str]) -> str:
+    """The policy the construct put in the code asset (``POLICY_FILE``, relative to the task
+    root), checked against ``POLICY_HASH`` when that is set: the template carries only the hash."""
+    path = Path(env["POLICY_FILE"])
+    if not path.is_absolute():
+        path = Path(env.get("LAMBDA_TASK_ROOT") or _ASSET_ROOT) / path
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read the policy file {path}: {exc.strerror}") from exc
+    expected = env.get("POLICY_HASH")
+    if expected and policy_from_json(text).hash != expected:
+        raise ValueError(
+            f"the policy file {path} is policy {policy_from_json(text).hash}, "
+            f"not {expected} (POLICY_HASH)"
+        )
+    return text
 
 
 def run_slice(
