@@ -217,12 +217,17 @@ def test_settings_read_the_policy_from_the_asset_and_check_its_hash(tmp_path):
 
     with pytest.raises(ValueError, match=rf"is policy {policy.hash}, not 0000 \(POLICY_HASH\)"):
         settings_from_env({**env, "POLICY_HASH": "0000"})
-    with pytest.raises(ValueError, match="cannot read the policy file .*nope.json"):
+    with pytest.raises(ValueError, match=r"cannot read the policy file .*nope\.json"):
         settings_from_env({**env, "POLICY_FILE": "nope.json"})
 
 
 def test_settings_from_env_requires_a_table_for_access_tokens():
-    env = {"USER_POOL_ID": "p", "POLICY_FILE": "p.json", "REPORT_BUCKET": "b", "AUTH": "access-token"}
+    env = {
+        "USER_POOL_ID": "p",
+        "POLICY_FILE": "p.json",
+        "REPORT_BUCKET": "b",
+        "AUTH": "access-token",
+    }
     with pytest.raises(ValueError, match="AUTH=access-token needs TOKEN_TABLE"):
         settings_from_env(env)
 

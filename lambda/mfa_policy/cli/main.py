@@ -104,6 +104,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     policy = load_policy_file(args.config)
     for warning in policy.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if getattr(args, "plan", None):
+        return _cmd_apply_plan(args, policy)
     tokens = None
     if args.auth == "access-token":
         if not args.token_table:
@@ -130,6 +132,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     summary = {**result.summary, "report_dir": str(result.report_dir)}
     _print_summary(summary, getattr(args, "format", "text"))
+    if mode is Mode.DRIFT and getattr(args, "out", None) and summary["complete"]:
+        _write_plan(summary, result.report_dir, args.out)
     if not summary["complete"]:
         print(
             f"stopped before the end; continue with: mfa-policy {mode.value} --resume "
@@ -140,6 +144,76 @@ def _cmd_run(args: argparse.Namespace) -> int:
     counts = Counts.from_dict(summary["counts"])
     drifted = is_drifted(counts) if mode is Mode.DRIFT else is_unconverged(counts)
     return EXIT_DRIFT if drifted else EXIT_OK
+
+
+def _write_plan(summary: dict[str, object], report_dir: object, out: str) -> None:
+    """The drift's plan as JSON at ``out`` and its Markdown summary beside it (``.md``)."""
+    from pathlib import Path
+
+    from mfa_policy.core.plan import plan_from_drift, render_plan_markdown
+    from mfa_policy.core.report import LocalReport
+
+    plan = plan_from_drift(summary, LocalReport(Path(str(report_dir))).rows())
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(plan.to_json(), "utf-8")
+    review = path.with_suffix(".md")
+    review.write_text(render_plan_markdown(plan), "utf-8")
+    print(
+        f"plan: {len(plan.changes)} user(s) to change, written to {path} "
+        f"(review: {review}); apply it with: mfa-policy apply --plan {path} "
+        f"-c POLICY --user-pool-id {plan.user_pool_id}",
+        file=sys.stderr,
+    )
+
+
+def _cmd_apply_plan(args: argparse.Namespace, policy: object) -> int:
+    from pathlib import Path
+
+    from mfa_policy.aws.clients import aws_client
+    from mfa_policy.cli.progress import Progress
+    from mfa_policy.core.plan import PlanError, plan_from_json
+    from mfa_policy.core.policy import Policy
+    from mfa_policy.core.report import LocalReport
+    from mfa_policy.run.plan_apply import apply_plan
+    from mfa_policy.run.runner import new_run_id
+
+    assert isinstance(policy, Policy)
+    if args.resume:
+        raise UsageError("--plan and --resume do not go together: a plan is applied whole")
+    if args.auth != "admin":
+        raise UsageError("a plan is applied with the admin API; drop --auth access-token")
+    path = Path(args.plan)
+    try:
+        text = path.read_text("utf-8")
+    except OSError as exc:
+        raise PlanError(f"cannot read plan {path}: {exc.strerror}") from exc
+    plan = plan_from_json(text, source=str(path))
+    plan.check_fits(args.user_pool_id, policy.hash)
+    run_id = new_run_id("apply")
+    report = LocalReport(args.report_dir or Path(args.state_dir) / "reports" / run_id)
+    client = aws_client("cognito-idp", region=args.region, endpoint_url=args.endpoint_url)
+    with Progress(f"apply plan {args.user_pool_id}") as progress:
+        summary = apply_plan(
+            client,
+            policy,
+            plan,
+            args.user_pool_id,
+            report=report,
+            plan_source=str(path),
+            run_id=run_id,
+            on_rows=progress.advance,
+        )
+    summary = {**summary, "report_dir": str(report.directory)}
+    _print_summary(summary, getattr(args, "format", "text"))
+    if summary["stale"]:
+        print(
+            f"{summary['stale']} planned user(s) changed since the plan and were skipped "
+            "(stale); run drift --out again to plan them",
+            file=sys.stderr,
+        )
+    failed = summary["counts"]["by_outcome"].get("failed", 0)
+    return EXIT_DRIFT if summary["stale"] or failed else EXIT_OK
 
 
 def _print_summary(summary: dict[str, object], fmt: str) -> None:
@@ -199,10 +273,22 @@ def build_parser() -> argparse.ArgumentParser:
         "drift", help="report drift between the policy and each user (read-only)"
     )
     _add_run_options(drift, with_format=True)
+    drift.add_argument(
+        "--out",
+        metavar="PLAN",
+        help="also write a plan: the exact request for each user to change, and the state "
+        "drift observed (JSON at PLAN, a Markdown summary for reviewers beside it)",
+    )
     drift.set_defaults(handler=_cmd_run)
 
     apply = commands.add_parser("apply", help="change users to match the policy")
     _add_run_options(apply, with_format=True)
+    apply.add_argument(
+        "--plan",
+        metavar="PLAN",
+        help="send exactly the requests of this plan (from drift --out), only to users still "
+        "in the state the plan observed; others are skipped as stale",
+    )
     apply.set_defaults(handler=_cmd_run)
 
     rollback = commands.add_parser(

@@ -1,0 +1,132 @@
+"""Apply a reviewed plan: send exactly its requests, to users still in the state it observed.
+
+Each planned user is read again just before the write. One whose MFA state is no longer what
+drift observed (they enrolled, someone changed them, the policy's answer may differ now) is
+skipped with reason ``stale`` and nothing is sent; the next drift plans them afresh. Nothing
+outside the plan is read or written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from mfa_policy.aws.gateway import CognitoError, CognitoGateway
+from mfa_policy.core.engine import describe_change
+from mfa_policy.core.model import Outcome
+from mfa_policy.core.plan import Plan, PlannedChange
+from mfa_policy.core.policy import Policy
+from mfa_policy.core.report import Counts
+from mfa_policy.run.runner import ReportSink, Row, new_run_id, now_iso, rate_limiter_for, summary_of
+from mfa_policy.run.state import Checkpoint
+
+#: The reason prefix of a planned user skipped because their state moved since the plan.
+STALE = "stale"
+
+
+def _address(change: PlannedChange) -> str:
+    # Masked usernames (emails, phone numbers) are not usable; Cognito takes the sub instead.
+    return change.sub if "***" in change.username else change.username
+
+
+def apply_change(gateway: CognitoGateway, change: PlannedChange) -> Row:
+    """Re-read the user; send the planned request only if they are still as observed."""
+    out: Row = {
+        "username": change.username,
+        "sub": change.sub,
+        "rule": change.rule,
+        "before": None,
+        "desired": change.expected.to_dict(),
+        "request": None,
+        "after": None,
+    }
+    name = _address(change)
+    try:
+        current = gateway.admin_read(name).mfa
+    except CognitoError as exc:
+        gone = exc.code == "UserNotFoundException"
+        return {
+            **out,
+            "outcome": (Outcome.SKIPPED if gone else Outcome.FAILED).value,
+            "reason": f"{exc.operation}: {exc.message}",
+            "error": exc.code,
+        }
+    out.update(before=current.to_dict(), after=current.to_dict())
+    if current != change.observed:
+        return {
+            **out,
+            "outcome": Outcome.SKIPPED.value,
+            "reason": f"{STALE}: now {current}, the plan observed {change.observed}; "
+            "nothing sent (a new drift plans this user again)",
+        }
+    try:
+        gateway.admin_write(name, change.request)
+    except CognitoError as exc:
+        return {
+            **out,
+            "outcome": Outcome.FAILED.value,
+            "request": change.request.to_dict(),
+            "reason": f"{exc.operation}: {exc.message}",
+            "error": exc.code,
+        }
+    return {
+        **out,
+        "outcome": Outcome.CHANGED.value,
+        "request": change.request.to_dict(),
+        "after": change.expected.to_dict(),
+        "reason": f"as planned: {describe_change(change.observed, change.expected)}",
+    }
+
+
+def apply_plan(
+    client: Any,
+    policy: Policy,
+    plan: Plan,
+    user_pool_id: str,
+    *,
+    report: ReportSink,
+    plan_source: str,
+    run_id: str | None = None,
+    workers: int = 16,
+    on_rows: Callable[[list[Row]], None] | None = None,
+) -> dict[str, Any]:
+    """Apply ``plan`` to ``user_pool_id`` under ``policy`` (both the plan's); the summary."""
+    plan.check_fits(user_pool_id, policy.hash)
+    gateway = CognitoGateway(client, user_pool_id, limiter=rate_limiter_for(policy))
+    started = now_iso()
+    counts = Counts()
+    with ThreadPoolExecutor(workers, thread_name_prefix="plan") as pool:
+        futures = [pool.submit(apply_change, gateway, change) for change in plan.changes]
+        rows: list[Row] = []
+        for future in futures:
+            rows.append(future.result())
+            if on_rows and len(rows) % 60 == 0:
+                on_rows(rows[-60:])
+    if on_rows and len(rows) % 60:
+        on_rows(rows[-(len(rows) % 60) :])
+    report.append(rows)
+    for row in rows:
+        counts.add_row(row)
+    gateway.counters.drain_into(counts.api_calls, counts.throttled)
+    done = Checkpoint(
+        run_id=run_id or new_run_id("apply"),
+        user_pool_id=user_pool_id,
+        mode="apply",
+        auth="admin",
+        policy_hash=policy.hash,
+        started_at=started,
+        done=True,
+        ended_at=now_iso(),
+        counts=counts.to_dict(),
+        report_uri=report.uri,
+        slices=1,
+    )
+    summary = {
+        **summary_of(done),
+        "plan": plan_source,
+        "planned": len(plan.changes),
+        "stale": sum(1 for r in rows if str(r.get("reason", "")).startswith(STALE)),
+    }
+    report.finish(summary)
+    return summary
