@@ -313,6 +313,23 @@ class MfaPolicy(Construct):
         """
         return self._state_machine.grant_start_execution(grantee)
 
+    @property
+    def plan_prefix(self) -> str:
+        """Where reviewed plans go in the report bucket; a run applies one given its key."""
+        return f"{self._report_prefix}plans/"
+
+    def grant_submit_plan(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` (a pipeline's apply step) upload a plan and start the run that applies it.
+
+        Upload ``plan.json`` (from ``mfa-policy drift --out``) to
+        ``s3://<report bucket>/<plan_prefix>NAME.json``, then start the state machine with
+        ``{"mode": "apply", "trigger": "pipeline", "plan_key": "<plan_prefix>NAME.json"}``. The run
+        sends exactly the plan's requests, skipping users changed since, and fails on a plan for
+        another pool or policy.
+        """
+        self._report_bucket.grant_put(grantee, f"{self.plan_prefix}*")
+        return self._state_machine.grant_start_execution(grantee)
+
     # ------------------------------------------------------------------ metrics
 
     def metric(self, outcome: str, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:

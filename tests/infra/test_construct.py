@@ -1035,3 +1035,33 @@ def _report_bucket_id(built: Built) -> str:
 
 def _logical_id(built: Built, construct: Any) -> str:
     return str(built.stack.resolve(built.stack.get_logical_id(construct.node.default_child)))
+
+
+def test_grant_submit_plan_allows_uploading_plans_and_starting_a_run_only() -> None:
+    stack = new_stack()
+    pool = example_pool(stack)
+    mfa = MfaPolicy(stack, "MfaPolicy", user_pool=pool, policy_file=EXAMPLE_POLICY)
+    pipeline = iam.Role(
+        stack, "Pipeline", assumed_by=iam.ServicePrincipal("codebuild.amazonaws.com")
+    )
+    mfa.grant_submit_plan(pipeline)
+    built = Built(stack, mfa)
+    role_id = built.stack.resolve(built.stack.get_logical_id(pipeline.node.default_child))
+    statements = built.role_statements(role_id)
+    actions = {
+        a
+        for s in statements
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert "states:StartExecution" in actions
+    assert {a for a in actions if a.startswith("s3:")} <= {
+        "s3:PutObject",
+        "s3:PutObjectLegalHold",
+        "s3:PutObjectRetention",
+        "s3:PutObjectTagging",
+        "s3:PutObjectVersionTagging",
+        "s3:Abort*",
+    }
+    put = next(s for s in statements if "s3:PutObject" in s["Action"])
+    assert "mfa-policy/plans/*" in as_text(put["Resource"])
+    assert mfa.plan_prefix == "mfa-policy/plans/"

@@ -28,6 +28,7 @@ from mfa_policy.aws.tokens import DynamoTokenTable
 from mfa_policy.core.engine import Mode
 from mfa_policy.core.model import DRIFT_OUTCOMES, Outcome
 from mfa_policy.core.policy import policy_from_json
+from mfa_policy.handlers.plan_run import run_plan_slice
 from mfa_policy.run.runner import ACCESS_TOKEN, ADMIN, execute_slice, new_run_id
 from mfa_policy.run.state import Checkpoint, IntentJournal
 
@@ -101,6 +102,10 @@ def run_slice(
 ) -> dict[str, Any]:
     """One slice: resume from ``event["checkpoint"]`` (or start); take no new page after
     ``time_budget`` seconds (but always at least one)."""
+    if event.get("plan_key"):  # a reviewed plan from S3, not a scan of the pool
+        return run_plan_slice(
+            event, settings=settings, cognito=cognito, s3=s3, time_budget=time_budget
+        )
     policy = policy_from_json(settings.policy_json)
     mode = Mode(event.get("mode", Mode.DRIFT.value))
     wanted_hash = event.get("policy_hash")

@@ -8,7 +8,7 @@ outside the plan is read or written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,6 +23,8 @@ from mfa_policy.run.state import Checkpoint
 
 #: The reason prefix of a planned user skipped because their state moved since the plan.
 STALE = "stale"
+#: Users applied and reported together, as a run commits a page of ListUsers.
+PAGE = 60
 
 
 def _address(change: PlannedChange) -> str:
@@ -53,6 +55,9 @@ def apply_change(gateway: CognitoGateway, change: PlannedChange) -> Row:
             "error": exc.code,
         }
     out.update(before=current.to_dict(), after=current.to_dict())
+    if current == change.expected:
+        # Applied already (a retried slice, a plan applied twice): nothing left to send.
+        return {**out, "outcome": Outcome.COMPLIANT.value, "reason": "already as planned"}
     if current != change.observed:
         return {
             **out,
@@ -79,6 +84,47 @@ def apply_change(gateway: CognitoGateway, change: PlannedChange) -> Row:
     }
 
 
+def apply_changes(
+    gateway: CognitoGateway, changes: Sequence[PlannedChange], *, workers: int = 16
+) -> list[Row]:
+    """Apply ``changes`` concurrently (paced by the gateway's limiter); rows in plan order."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="plan") as pool:
+        return list(pool.map(lambda change: apply_change(gateway, change), changes))
+
+
+def plan_summary(
+    plan: Plan,
+    plan_source: str,
+    *,
+    run_id: str,
+    policy_hash: str,
+    started_at: str,
+    counts: Counts,
+    report_uri: str,
+    stale: int,
+    slices: int = 1,
+) -> dict[str, Any]:
+    """The summary of an applied plan: an apply run's summary, plus what the plan asked."""
+    done = Checkpoint(
+        run_id=run_id,
+        user_pool_id=plan.user_pool_id,
+        mode="apply",
+        auth="admin",
+        policy_hash=policy_hash,
+        started_at=started_at,
+        done=True,
+        ended_at=now_iso(),
+        counts=counts.to_dict(),
+        report_uri=report_uri,
+        slices=slices,
+    )
+    return {**summary_of(done), "plan": plan_source, "planned": len(plan.changes), "stale": stale}
+
+
+def is_stale(row: Row) -> bool:
+    return str(row.get("reason", "")).startswith(STALE)
+
+
 def apply_plan(
     client: Any,
     policy: Policy,
@@ -96,37 +142,25 @@ def apply_plan(
     gateway = CognitoGateway(client, user_pool_id, limiter=rate_limiter_for(policy))
     started = now_iso()
     counts = Counts()
-    with ThreadPoolExecutor(workers, thread_name_prefix="plan") as pool:
-        futures = [pool.submit(apply_change, gateway, change) for change in plan.changes]
-        rows: list[Row] = []
-        for future in futures:
-            rows.append(future.result())
-            if on_rows and len(rows) % 60 == 0:
-                on_rows(rows[-60:])
-    if on_rows and len(rows) % 60:
-        on_rows(rows[-(len(rows) % 60) :])
-    report.append(rows)
-    for row in rows:
-        counts.add_row(row)
+    stale = 0
+    for start in range(0, len(plan.changes), PAGE):
+        rows = apply_changes(gateway, plan.changes[start : start + PAGE], workers=workers)
+        report.append(rows)
+        for row in rows:
+            counts.add_row(row)
+        stale += sum(1 for row in rows if is_stale(row))
+        if on_rows:
+            on_rows(rows)
     gateway.counters.drain_into(counts.api_calls, counts.throttled)
-    done = Checkpoint(
+    summary = plan_summary(
+        plan,
+        plan_source,
         run_id=run_id or new_run_id("apply"),
-        user_pool_id=user_pool_id,
-        mode="apply",
-        auth="admin",
         policy_hash=policy.hash,
         started_at=started,
-        done=True,
-        ended_at=now_iso(),
-        counts=counts.to_dict(),
+        counts=counts,
         report_uri=report.uri,
-        slices=1,
+        stale=stale,
     )
-    summary = {
-        **summary_of(done),
-        "plan": plan_source,
-        "planned": len(plan.changes),
-        "stale": sum(1 for r in rows if str(r.get("reason", "")).startswith(STALE)),
-    }
     report.finish(summary)
     return summary
