@@ -319,7 +319,7 @@ class MfaPolicy(Construct):
         return f"{self._report_prefix}plans/"
 
     def grant_submit_plan(self, grantee: iam.IGrantable) -> iam.Grant:
-        """Let ``grantee`` (a pipeline's apply step) upload a plan and start the run that applies it.
+        """Let ``grantee`` (a pipeline's apply step) upload a plan and start the run applying it.
 
         Upload ``plan.json`` (from ``mfa-policy drift --out``) to
         ``s3://<report bucket>/<plan_prefix>NAME.json``, then start the state machine with
