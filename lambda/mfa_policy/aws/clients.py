@@ -20,3 +20,47 @@ def aws_client(
     session = session or boto3.session.Session()
     config = CLIENT_CONFIG if service == "cognito-idp" else None
     return session.client(service, region_name=region, endpoint_url=endpoint_url, config=config)
+
+
+#: Hosts of a local endpoint (a stand-in): no real AWS account behind it.
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+#: Credentials a loopback endpoint is sent when none are configured: it checks no signature.
+LOCAL_CREDENTIALS = {"aws_access_key_id": "mfa-policy-local", "aws_secret_access_key": "local"}
+
+
+def region_of_pool(user_pool_id: str | None) -> str | None:
+    """The Region a user pool id names (``eu-west-1_AbCdEfGhI`` -> ``eu-west-1``)."""
+    if user_pool_id and "_" in user_pool_id:
+        region = user_pool_id.split("_", 1)[0]
+        return region or None
+    return None
+
+
+def is_loopback(endpoint_url: str | None) -> bool:
+    from urllib.parse import urlsplit
+
+    if not endpoint_url:
+        return False
+    host = urlsplit(endpoint_url).hostname or ""
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def cli_session(
+    *,
+    profile: str | None = None,
+    region: str | None = None,
+    user_pool_id: str | None = None,
+    endpoint_url: str | None = None,
+) -> tuple[boto3.session.Session, str | None]:
+    """The session and Region a command uses, as the AWS CLI picks them.
+
+    The profile is ``--profile``, else ``AWS_PROFILE`` (boto3 reads it). The Region is
+    ``--region``, else the one the pool id names (a pool lives in exactly one Region), else the
+    profile's or ``AWS_REGION``. Against a loopback endpoint with no credentials configured,
+    placeholder credentials are used: a local stand-in needs none.
+    """
+    session = boto3.session.Session(profile_name=profile)
+    chosen = region or region_of_pool(user_pool_id) or session.region_name
+    if is_loopback(endpoint_url) and session.get_credentials() is None:
+        session = boto3.session.Session(region_name=chosen, **LOCAL_CREDENTIALS)
+    return session, chosen

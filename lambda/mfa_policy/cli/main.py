@@ -38,8 +38,35 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _add_aws_options(parser: argparse.ArgumentParser) -> None:
     aws = parser.add_argument_group("AWS")
-    aws.add_argument("--region", help="AWS Region of the pool (default: from your AWS config)")
-    aws.add_argument("--endpoint-url", help="Cognito endpoint (a local stand-in, for example)")
+    aws.add_argument(
+        "--region",
+        help="AWS Region of the pool (default: the Region in the pool id, else AWS_REGION or "
+        "your profile's)",
+    )
+    aws.add_argument(
+        "--profile", help="AWS profile from your AWS config (default: AWS_PROFILE, else default)"
+    )
+    aws.add_argument(
+        "--endpoint-url",
+        help="Cognito endpoint (a local stand-in, for example; on 127.0.0.1 no AWS "
+        "credentials are needed)",
+    )
+
+
+def _clients(args: argparse.Namespace, *services: str) -> list[object]:
+    """Clients for ``services`` with the command's profile, Region and endpoint."""
+    from mfa_policy.aws.clients import aws_client, cli_session
+
+    session, region = cli_session(
+        profile=getattr(args, "profile", None),
+        region=args.region,
+        user_pool_id=getattr(args, "user_pool_id", None),
+        endpoint_url=args.endpoint_url,
+    )
+    return [
+        aws_client(service, region=region, endpoint_url=args.endpoint_url, session=session)
+        for service in services
+    ]
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> None:
@@ -83,7 +110,9 @@ def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> N
     parser.add_argument("--workers", type=int, default=32, help=argparse.SUPPRESS)
     if with_format:
         parser.add_argument(
+            "--output",
             "--format",
+            dest="format",
             choices=["text", "json", "md"],
             default="text",
             help="summary printed to stdout (default: %(default)s)",
@@ -92,7 +121,6 @@ def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> N
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mfa_policy.aws.clients import aws_client
     from mfa_policy.aws.tokens import DynamoTokenTable
     from mfa_policy.cli.progress import Progress
     from mfa_policy.core.engine import Mode
@@ -110,11 +138,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.auth == "access-token":
         if not args.token_table:
             raise UsageError("--auth access-token needs --token-table NAME")
-        tokens = DynamoTokenTable(
-            aws_client("dynamodb", region=args.region, endpoint_url=args.endpoint_url),
-            args.token_table,
-        )
-    client = aws_client("cognito-idp", region=args.region, endpoint_url=args.endpoint_url)
+        (dynamodb,) = _clients(args, "dynamodb")
+        tokens = DynamoTokenTable(dynamodb, args.token_table)
+    (client,) = _clients(args, "cognito-idp")
     with Progress(f"{mode.value} {args.user_pool_id}") as progress:
         result = run_locally(
             policy,
@@ -170,7 +196,6 @@ def _write_plan(summary: dict[str, object], report_dir: object, out: str) -> Non
 def _cmd_apply_plan(args: argparse.Namespace, policy: object) -> int:
     from pathlib import Path
 
-    from mfa_policy.aws.clients import aws_client
     from mfa_policy.cli.progress import Progress
     from mfa_policy.core.plan import PlanError, plan_from_json
     from mfa_policy.core.policy import Policy
@@ -192,7 +217,7 @@ def _cmd_apply_plan(args: argparse.Namespace, policy: object) -> int:
     plan.check_fits(args.user_pool_id, policy.hash)
     run_id = new_run_id("apply")
     report = LocalReport(args.report_dir or Path(args.state_dir) / "reports" / run_id)
-    client = aws_client("cognito-idp", region=args.region, endpoint_url=args.endpoint_url)
+    (client,) = _clients(args, "cognito-idp")
     with Progress(f"apply plan {args.user_pool_id}") as progress:
         summary = apply_plan(
             client,
@@ -232,7 +257,6 @@ def _print_summary(summary: dict[str, object], fmt: str) -> None:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mfa_policy.aws.clients import aws_client
     from mfa_policy.aws.gateway import CognitoGateway
     from mfa_policy.core.report import Counts
     from mfa_policy.run.rollback import rollback
@@ -241,7 +265,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     out_dir = (
         Path(args.report_dir) if args.report_dir else source.with_name(source.name + "-rollback")
     )
-    client = aws_client("cognito-idp", region=args.region, endpoint_url=args.endpoint_url)
+    (client,) = _clients(args, "cognito-idp")
     summary = rollback(CognitoGateway(client, args.user_pool_id), source, out_dir)
     _print_summary({**summary, "report_dir": str(out_dir)}, "text")
     failed = Counts.from_dict(summary["counts"]).by_outcome.get("failed", 0)
