@@ -12,7 +12,7 @@ from mfa_policy.core.engine import Mode
 from mfa_policy.core.model import Factor
 from mfa_policy.core.plan import PlanError, plan_from_drift
 from mfa_policy.core.report import LocalReport
-from mfa_policy.handlers import HandlerSettings, run_slice
+from mfa_policy.handlers.lambda_entry import HandlerSettings, run_slice
 from mfa_policy.run.local_run import run_locally
 
 
