@@ -23,11 +23,30 @@ USERS = 150  # three ListUsers pages: a loop of several slices
 
 
 @pytest.fixture
-def bucket(standin):
+def bucket(standin, valid_report):
+    """A report bucket; every report the test leaves in it must match the report schemas."""
     s3 = standin.client("s3")
     name = f"reports-{id(s3)}"
     s3.create_bucket(Bucket=name)
-    return name
+    yield name
+    keys = [
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name)
+        for o in page.get("Contents", [])
+    ]
+
+    def body(key):
+        return s3.get_object(Bucket=name, Key=key)["Body"].read()
+
+    for key in keys:
+        if key.endswith("/parts/") or "/parts/" in key:
+            valid_report.rows(body(key), key)
+        elif key.endswith("/users.jsonl"):
+            prefix = key.removesuffix("users.jsonl")
+            summary = prefix + "summary.json"
+            valid_report.files(
+                body(summary).decode() if summary in keys else None, body(key), prefix
+            )
 
 
 @pytest.fixture

@@ -16,7 +16,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from mfa_policy.core.report import CSV_COLUMNS, csv_text, jsonl_text, render_markdown
+from mfa_policy.core.report import (
+    CSV_COLUMNS,
+    RowsDigest,
+    csv_text,
+    jsonl_text,
+    render_markdown,
+    summary_document,
+)
 
 MULTIPART_CHUNK = 8 * 1024 * 1024  # S3 parts must be at least 5 MiB, except the last
 
@@ -53,16 +60,19 @@ class S3Report:
 
     def finish(self, summary: Mapping[str, Any]) -> None:
         self.flush_part()
-        self._join("users.jsonl", lambda line: line)
+        rows = self._join("users.jsonl", lambda line: line)
         self._join(
             "users.csv",
             lambda line: csv_text([json.loads(line)]),
             header=",".join(CSV_COLUMNS) + "\n",
         )
+        document = summary_document(summary, rows)
+        self._put("summary.md", render_markdown(document), "text/markdown")
         self._put(
-            "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n", "application/json"
+            "summary.json",
+            json.dumps(document, indent=2, sort_keys=True) + "\n",
+            "application/json",
         )
-        self._put("summary.md", render_markdown(summary), "text/markdown")
 
     def _put(self, name: str, body: str, content_type: str) -> None:
         self.s3.put_object(
@@ -80,8 +90,10 @@ class S3Report:
                 if raw:
                     yield raw.decode("utf-8") + "\n"
 
-    def _join(self, name: str, convert: Any, header: str = "") -> None:
+    def _join(self, name: str, convert: Any, header: str = "") -> RowsDigest:
+        """Stream the parts, converted line by line, into one object; the digest of its body."""
         key = self.key_prefix + name
+        digest = RowsDigest()
         upload = self.s3.create_multipart_upload(Bucket=self.bucket, Key=key)
         parts: list[dict[str, Any]] = []
         buffer = io.BytesIO()
@@ -101,7 +113,9 @@ class S3Report:
 
         try:
             for line in self._part_lines():
-                buffer.write(convert(line).encode("utf-8"))
+                data = convert(line).encode("utf-8")
+                digest.update(data)
+                buffer.write(data)
                 if buffer.tell() >= MULTIPART_CHUNK:
                     send()
             if buffer.tell() or not parts:
@@ -115,6 +129,7 @@ class S3Report:
         except BaseException:
             self.s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload["UploadId"])
             raise
+        return digest
 
 
 class S3File:

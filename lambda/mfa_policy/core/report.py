@@ -7,6 +7,7 @@ a username that is an email address or a phone number is masked.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -17,7 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mfa_policy import __version__
 from mfa_policy.core.model import DRIFT_OUTCOMES, UNCONVERGED_OUTCOMES, Outcome
+
+#: The layout of summary.json and of each users.jsonl row (report-*.schema.json beside this
+#: file). Raise it when a field changes meaning or goes away; adding an optional one is fine.
+SCHEMA_VERSION = 1
+TOOL_VERSION = __version__
 
 _EMAIL = re.compile(r"^([^@\s])[^@\s]*(@[^@\s]+)$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{6,}[0-9]$")
@@ -116,6 +123,15 @@ def is_unconverged(counts: Counts) -> bool:
     return any(counts.by_outcome.get(o.value, 0) for o in UNCONVERGED_OUTCOMES)
 
 
+#: A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading formula character gets a ``'``."""
+    return "'" + value if value.startswith(_FORMULA_START) else value
+
+
 def csv_row(row: Mapping[str, Any]) -> list[str]:
     def state(key: str) -> tuple[str, str]:
         value = row.get(key)
@@ -124,7 +140,7 @@ def csv_row(row: Mapping[str, Any]) -> list[str]:
         return " ".join(value["enabled"]), value.get("preferred") or ""
 
     request = row.get("request")
-    return [
+    cells = [
         row["username"],
         row.get("sub") or "",
         row.get("rule") or "",
@@ -136,11 +152,67 @@ def csv_row(row: Mapping[str, Any]) -> list[str]:
         json.dumps(request, sort_keys=True) if request else "",
         row.get("error") or "",
     ]
+    return [csv_cell(c) for c in cells]
 
 
 def jsonl_text(rows: Iterable[Mapping[str, Any]]) -> str:
-    """users.jsonl lines for these rows."""
-    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    """users.jsonl lines for these rows, each stamped with the schema and tool version."""
+    stamp = {"schema_version": SCHEMA_VERSION, "tool_version": TOOL_VERSION}
+    return "".join(json.dumps({**r, **stamp}, sort_keys=True) + "\n" for r in rows)
+
+
+class RowsDigest:
+    """sha256 and count of users.jsonl as written, fed line by line (or chunk by chunk).
+
+    summary.json records it, so a reader (rollback) can tell rows that are exactly what the
+    run wrote from rows that were edited, cut short or damaged since.
+    """
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.count = 0
+
+    def update(self, data: bytes) -> None:
+        self._sha.update(data)
+        self.count += data.count(b"\n")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "sha256": self._sha.hexdigest()}
+
+    @classmethod
+    def of_file(cls, path: Path) -> RowsDigest:
+        digest = cls()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        return digest
+
+
+def summary_document(summary: Mapping[str, Any], rows: RowsDigest) -> dict[str, Any]:
+    """summary.json as written: the run's summary, versions, and the digest of its rows."""
+    return {
+        **summary,
+        "schema_version": SCHEMA_VERSION,
+        "tool_version": TOOL_VERSION,
+        "rows": rows.to_dict(),
+    }
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>|~#])")
+
+
+def md_text(value: object) -> str:
+    """Text safe in a Markdown table cell or line: specials escaped, line breaks flattened."""
+    flat = " ".join(str(value).splitlines())
+    return _MD_SPECIAL.sub(r"\\\1", flat)
+
+
+def md_code(value: object) -> str:
+    """A code span that no backtick or line break in ``value`` can end early."""
+    flat = " ".join(str(value).splitlines())
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", flat)), default=0) + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
 
 
 def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
@@ -156,9 +228,9 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     lines = [
         f"## mfa-policy {summary['mode']}: {verdict}",
         "",
-        f"Pool `{summary['user_pool_id']}` · policy `{summary['policy_hash']}` · run "
-        f"`{summary['run_id']}` · {summary['users']} users · {summary['started_at']} → "
-        f"{summary.get('ended_at') or '…'}",
+        f"Pool {md_code(summary['user_pool_id'])} · policy {md_code(summary['policy_hash'])}"
+        f" · run {md_code(summary['run_id'])} · {summary['users']} users · "
+        f"{md_text(summary['started_at'])} → {md_text(summary.get('ended_at') or '…')}",
         "",
         "| outcome | users |",
         "|---|---:|",
@@ -168,15 +240,18 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         outcomes = [o for o, n in counts["by_outcome"].items() if n]
         lines += ["", "| rule | " + " | ".join(outcomes) + " |", "|---|" + "---:|" * len(outcomes)]
         for rule, per in counts["by_rule"].items():
-            lines.append(f"| {rule} | " + " | ".join(str(per.get(o, 0)) for o in outcomes) + " |")
+            cells = " | ".join(str(per.get(o, 0)) for o in outcomes)
+            lines.append(f"| {md_text(rule)} | {cells} |")
     calls = counts.get("api_calls") or {}
     if calls:
-        lines += ["", "API calls: " + ", ".join(f"{op} {n}" for op, n in calls.items())]
+        lines += ["", "API calls: " + ", ".join(f"{md_text(op)} {n}" for op, n in calls.items())]
         throttled = counts.get("throttled") or {}
         if throttled:
-            lines.append("Throttled: " + ", ".join(f"{op} {n}" for op, n in throttled.items()))
+            lines.append(
+                "Throttled: " + ", ".join(f"{md_text(op)} {n}" for op, n in throttled.items())
+            )
     for warning in summary.get("warnings", []):
-        lines.append(f"\n> warning: {warning}")
+        lines.append(f"\n> warning: {md_text(warning)}")
     return "\n".join(lines) + "\n"
 
 
@@ -243,10 +318,16 @@ class LocalReport:
                 os.fsync(f.fileno())
 
     def finish(self, summary: Mapping[str, Any]) -> None:
-        (self.directory / "summary.json").write_text(
-            json.dumps(summary, indent=2, sort_keys=True) + "\n", "utf-8"
-        )
-        (self.directory / "summary.md").write_text(render_markdown(summary), "utf-8")
+        document = summary_document(summary, RowsDigest.of_file(self.jsonl))
+        # summary.md first: summary.json is what marks the report finished.
+        (self.directory / "summary.md").write_text(render_markdown(document), "utf-8")
+        path = self.directory / "summary.json"
+        tmp = path.with_suffix(".json.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
 
     def rows(self) -> Iterable[dict[str, Any]]:
         with open(self.jsonl, encoding="utf-8") as f:
