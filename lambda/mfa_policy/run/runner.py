@@ -21,7 +21,14 @@ from typing import Any, Protocol
 from mfa_policy.aws.gateway import CognitoError, CognitoGateway, ListedUser
 from mfa_policy.aws.ratelimit import Category, RateLimiter
 from mfa_policy.aws.tokens import TokenSource
-from mfa_policy.core.engine import Decision, Mode, after_rejection, decide, out_of_scope
+from mfa_policy.core.engine import (
+    Decision,
+    Mode,
+    Rejection,
+    after_rejection,
+    decide,
+    out_of_scope,
+)
 from mfa_policy.core.model import Factor, MfaRead, MfaState, Outcome, User
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.report import Counts, mask_identifier
@@ -267,7 +274,7 @@ class Runner:
             and self.probes.allowed(user.sub)
         )
         if self.mode is Mode.APPLY:
-            resumed = self._resumed(user, probe_allowed)
+            resumed = self._resumed(user, probe_allowed, page, token)
             if resumed is not None:
                 return row_of(resumed, self.mode)
         decision = decide(self.policy, user, self.mode, probe_allowed=probe_allowed)
@@ -275,17 +282,30 @@ class Runner:
             return row_of(_Outcome(decision, after=user.mfa), self.mode)
         return row_of(self._apply(user, decision, page, token), self.mode)
 
-    def _resumed(self, user: User, probe_allowed: bool) -> _Outcome | None:
-        """A user this run wrote just before it was interrupted: report it as that write."""
+    def _resumed(
+        self, user: User, probe_allowed: bool, page: int, token: str | None
+    ) -> _Outcome | None:
+        """A user this run wrote (or tried to) just before it was interrupted: report it as
+        that write, or finish it, replaying the refusals Cognito gave so the row is the one an
+        uninterrupted run writes."""
         intent = self.journal.get(user.username)
-        if intent is None or intent.target != user.mfa or intent.before == user.mfa:
+        if intent is None:
             return None
+        rejections = [Rejection(r) for r in intent.rejections]
+        # A refused TOTP probe was a probe: its failure, now in probe memory, came from this run.
+        probed = probe_allowed or Rejection.TOTP_NOT_VERIFIED in rejections
         redo = decide(
-            self.policy, replace(user, mfa=intent.before), Mode.APPLY, probe_allowed=probe_allowed
+            self.policy, replace(user, mfa=intent.before), Mode.APPLY, probe_allowed=probed
         )
-        if redo.target != user.mfa:
+        for rejection in rejections:
+            redo = after_rejection(redo, rejection)
+        if redo.target != intent.target:
             return None
-        return _Outcome(redo, after=user.mfa)
+        if user.mfa == intent.target and (intent.before != user.mfa or rejections):
+            return _Outcome(redo, after=user.mfa)
+        if user.mfa == intent.before and redo.request is not None:
+            return self._apply(user, redo, page, token, rejections)
+        return None
 
     def _read(self, listed: ListedUser, groups: frozenset[str], token: str | None) -> User:
         read: MfaRead = (
@@ -301,13 +321,23 @@ class Runner:
             mfa=read.mfa,
         )
 
-    def _apply(self, user: User, decision: Decision, page: int, token: str | None) -> _Outcome:
+    def _apply(
+        self,
+        user: User,
+        decision: Decision,
+        page: int,
+        token: str | None,
+        rejections: list[Rejection] | None = None,
+    ) -> _Outcome:
+        refused = list(rejections or ())
         for _ in range(len(Factor) + 1):  # each rejection freezes one more factor
             request = decision.request
-            if request is None:
-                return _Outcome(decision, after=user.mfa)
             assert decision.target is not None
-            self.journal.record(Intent(page, user.username, user.mfa, decision.target))
+            if request is None:
+                if refused:  # nothing left to send: remember why, for a resumed run's row
+                    self._record_intent(page, user, decision.target, refused)
+                return _Outcome(decision, after=user.mfa)
+            self._record_intent(page, user, decision.target, refused)
             try:
                 if token is not None:
                     self.gateway.token_write(token, request)
@@ -319,12 +349,20 @@ class Runner:
                     return self._error_outcome(decision, exc)
                 if rejection.factor is Factor.TOTP:
                     self.probes.record_failure(user.sub)
+                refused.append(rejection)
                 decision = after_rejection(decision, rejection)
                 continue
             if decision.probing:
                 self.probes.forget(user.sub)
             return _Outcome(decision, after=decision.target)
         raise AssertionError("every rejection freezes a factor, so this loop ends")
+
+    def _record_intent(
+        self, page: int, user: User, target: MfaState, refused: list[Rejection]
+    ) -> None:
+        self.journal.record(
+            Intent(page, user.username, user.mfa, target, tuple(r.value for r in refused))
+        )
 
     def _error_outcome(self, decision: Decision, exc: CognitoError) -> _Outcome:
         if exc.code == "UserNotFoundException":

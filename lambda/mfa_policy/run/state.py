@@ -6,17 +6,21 @@ bucket at the start and end of each slice.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mfa_policy.core.model import MfaState
+from mfa_policy.exceptions import RunError
 
 DAY = 86_400.0
 
@@ -68,6 +72,9 @@ class Intent:
     username: str
     before: MfaState
     target: MfaState
+    #: Cognito's refusals (engine ``Rejection`` values) before this request, in order: a
+    #: resumed run replays them, so its row (reason included) is the one the write earned.
+    rejections: tuple[str, ...] = ()
 
 
 class IntentJournal:
@@ -88,6 +95,7 @@ class IntentJournal:
                     raw["username"],
                     MfaState.from_dict(raw["before"]),
                     MfaState.from_dict(raw["target"]),
+                    tuple(raw.get("rejections", ())),
                 )
 
     def get(self, username: str) -> Intent | None:
@@ -95,14 +103,7 @@ class IntentJournal:
             return self._intents.get(username)
 
     def record(self, intent: Intent) -> None:
-        line = json.dumps(
-            {
-                "page": intent.page,
-                "username": intent.username,
-                "before": intent.before.to_dict(),
-                "target": intent.target.to_dict(),
-            }
-        )
+        line = json.dumps(_intent_dict(intent))
         with self._lock:
             self._intents[intent.username] = intent
             with open(self.path, "a", encoding="utf-8") as f:
@@ -116,18 +117,20 @@ class IntentJournal:
             tmp = self.path.with_suffix(".tmp")
             with open(tmp, "w", encoding="utf-8") as f:
                 for i in self._intents.values():
-                    f.write(
-                        json.dumps(
-                            {
-                                "page": i.page,
-                                "username": i.username,
-                                "before": i.before.to_dict(),
-                                "target": i.target.to_dict(),
-                            }
-                        )
-                        + "\n"
-                    )
+                    f.write(json.dumps(_intent_dict(i)) + "\n")
             os.replace(tmp, self.path)
+
+
+def _intent_dict(intent: Intent) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "page": intent.page,
+        "username": intent.username,
+        "before": intent.before.to_dict(),
+        "target": intent.target.to_dict(),
+    }
+    if intent.rejections:
+        data["rejections"] = list(intent.rejections)
+    return data
 
 
 class ProbeMemory:
@@ -197,13 +200,194 @@ class StateFolder:
             return None
         return Checkpoint.from_dict(json.loads(path.read_text("utf-8")))
 
-    def latest_unfinished(self, user_pool_id: str, mode: str) -> Checkpoint | None:
+    def lock_dir(self) -> Path:
+        """Pool locks of runs sharing this state folder (beside the per-user ones)."""
+        return self.root / "locks"
+
+    def latest_unfinished(
+        self,
+        user_pool_id: str,
+        mode: str,
+        unreported: Callable[[Checkpoint], bool] = lambda cp: False,
+    ) -> Checkpoint | None:
+        """The newest run of this pool and mode that is not done, or (``unreported``) is done
+        but was killed before its summary was written."""
         runs = self.root / "runs"
         if not runs.exists():
             return None
         found = []
         for path in runs.glob("*/checkpoint.json"):
             cp = Checkpoint.from_dict(json.loads(path.read_text("utf-8")))
-            if cp.user_pool_id == user_pool_id and cp.mode == mode and not cp.done:
+            if (
+                cp.user_pool_id == user_pool_id
+                and cp.mode == mode
+                and (not cp.done or unreported(cp))
+            ):
                 found.append(cp)
         return max(found, key=lambda c: (c.started_at, c.run_id), default=None)
+
+
+# -- one run per pool at a time, on this machine ---------------------------------------------
+
+#: Overrides the per-user lock folder (tests, containers with a read-only home).
+LOCK_DIR_ENV = "MFA_POLICY_LOCK_DIR"
+_POLL_SECONDS = 0.2
+
+
+def user_lock_dir() -> Path:
+    """The per-user folder of pool locks, shared by every state folder of this user.
+
+    ``~/.cache/mfa-policy/locks`` and not ``$XDG_RUNTIME_DIR``: a cron job, a systemd unit and
+    an SSH session of the same user see different (or no) runtime folders, and a lock that two
+    runs find in different places excludes nothing.
+    """
+    override = os.environ.get(LOCK_DIR_ENV)
+    if override:
+        return Path(override)
+    return Path.home() / ".cache" / "mfa-policy" / "locks"
+
+
+def _lock_name(user_pool_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in user_pool_id) + ".lock"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a pool's lock, as its lock file says."""
+
+    run_id: str
+    mode: str
+    pid: int
+    host: str
+    started_at: str
+
+    def describe(self) -> str:
+        return (
+            f"{self.mode} run {self.run_id} (pid {self.pid} on {self.host}, "
+            f"started {self.started_at})"
+        )
+
+
+class PoolLocked(RunError):
+    """Another run on this machine (or sharing this state folder) holds the pool."""
+
+    def __init__(self, user_pool_id: str, holder: LockHolder | None, path: Path) -> None:
+        self.user_pool_id = user_pool_id
+        self.holder = holder
+        self.path = path
+        who = holder.describe() if holder else "another run (it has not said which yet)"
+        super().__init__(
+            f"user pool {user_pool_id} is in use by {who}; lock {path}. Two runs on one "
+            "pool would interleave writes and reports: wait for it to end, or pass --wait"
+        )
+
+
+class PoolLock:
+    """An exclusive, advisory ``flock`` per pool, held for a whole run (or rollback).
+
+    Taken in every folder of ``folders`` in order (the per-user folder first, then the state
+    folder, which covers runs of other users or hosts sharing it). The kernel releases a flock
+    when its process dies, SIGKILL included, so a crashed run never leaves the pool locked; the
+    holder's run id, pid, host and start time are written into the file for the message of
+    whoever finds it locked. Lock files are never deleted (deleting one races a new holder).
+    """
+
+    def __init__(self, user_pool_id: str, run_id: str, mode: str, folders: Sequence[Path]) -> None:
+        self.user_pool_id = user_pool_id
+        self.paths = [Path(folder) / _lock_name(user_pool_id) for folder in folders]
+        self.holder = LockHolder(
+            run_id=run_id,
+            mode=mode,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+        self._fds: list[int] = []
+
+    def acquire(
+        self,
+        wait: float = 0.0,
+        on_wait: Callable[[PoolLocked], None] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Take every lock, or raise PoolLocked; with ``wait`` > 0, retry that many seconds
+        (``math.inf``: until free), calling ``on_wait`` once when it starts waiting."""
+        deadline = clock() + wait
+        told = False
+        while True:
+            busy = self._try_all()
+            if busy is None:
+                return
+            if clock() >= deadline:
+                raise busy
+            if not told and on_wait is not None:
+                on_wait(busy)
+                told = True
+            time.sleep(_POLL_SECONDS)
+
+    def rename(self, run_id: str) -> None:
+        """Record the run id once it is known (a ``--resume`` finds it after locking)."""
+        self.holder = replace(self.holder, run_id=run_id)
+        for fd in self._fds:
+            self._write_holder(fd)
+
+    def release(self) -> None:
+        while self._fds:
+            fd = self._fds.pop()
+            try:
+                os.ftruncate(fd, 0)  # a stale holder must not be named once the lock is free
+            finally:
+                os.close(fd)  # closing the last descriptor releases the flock
+
+    def __enter__(self) -> PoolLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _try_all(self) -> PoolLocked | None:
+        for path in self.paths:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                self.release()
+                raise RunError(
+                    f"cannot create the pool lock {path}: {exc.strerror}; set "
+                    f"{LOCK_DIR_ENV} to a writable folder"
+                ) from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                self.release()
+                return PoolLocked(self.user_pool_id, holder, path)
+            except BaseException:
+                os.close(fd)
+                self.release()
+                raise
+            self._fds.append(fd)
+            self._write_holder(fd)
+        return None
+
+    def _write_holder(self, fd: int) -> None:
+        data = json.dumps(asdict(self.holder), sort_keys=True).encode("utf-8")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+
+
+def _read_holder(fd: int) -> LockHolder | None:
+    try:
+        raw = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        return LockHolder(
+            run_id=str(raw["run_id"]),
+            mode=str(raw["mode"]),
+            pid=int(raw["pid"]),
+            host=str(raw["host"]),
+            started_at=str(raw["started_at"]),
+        )
+    except (ValueError, KeyError, TypeError, OSError):
+        return None  # the holder is still writing it, or it was written by something else
