@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from mfa_policy import __version__
 from mfa_policy.exceptions import MfaPolicyError
 from mfa_policy.run.local_run import DEFAULT_STATE_DIR
+from mfa_policy.run.state import PoolLocked
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -34,6 +36,23 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for warning in policy.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _add_wait_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        nargs="?",
+        type=float,
+        const=math.inf,
+        default=0.0,
+        metavar="SECONDS",
+        help="when another run holds the pool, wait for it to end (at most SECONDS) "
+        "instead of refusing",
+    )
+
+
+def _waiting(locked: PoolLocked) -> None:
+    print(f"waiting: {locked}", file=sys.stderr)
 
 
 def _add_aws_options(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +127,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> N
         "(attribute access_token), for --auth access-token",
     )
     parser.add_argument("--workers", type=int, default=32, help=argparse.SUPPRESS)
+    _add_wait_option(parser)
     if with_format:
         parser.add_argument(
             "--output",
@@ -155,6 +175,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             workers=args.workers,
             keep_going=progress.keep_going,
             on_rows=progress.advance,
+            wait=args.wait,
+            on_wait=_waiting,
         )
     summary = {**result.summary, "report_dir": str(result.report_dir)}
     _print_summary(summary, getattr(args, "format", "text"))
@@ -259,14 +281,26 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
     from mfa_policy.aws.gateway import CognitoGateway
     from mfa_policy.core.report import Counts
-    from mfa_policy.run.rollback import rollback
+    from mfa_policy.run.rollback import default_out_dir, rollback
 
     source = Path(args.from_report)
-    out_dir = (
-        Path(args.report_dir) if args.report_dir else source.with_name(source.name + "-rollback")
-    )
+    out_dir = Path(args.report_dir) if args.report_dir else default_out_dir(source)
     (client,) = _clients(args, "cognito-idp")
-    summary = rollback(CognitoGateway(client, args.user_pool_id), source, out_dir)
+    summary = rollback(
+        CognitoGateway(client, args.user_pool_id),
+        source,
+        out_dir,
+        force=args.force,
+        state_dir=Path(args.state_dir),
+        wait=args.wait,
+        on_wait=_waiting,
+    )
+    if not summary.get("digest_matched", True):
+        print(
+            f"warning: {source}/users.jsonl does not match its digest (--force): only "
+            "changes that add factors were rolled back",
+            file=sys.stderr,
+        )
     _print_summary({**summary, "report_dir": str(out_dir)}, "text")
     failed = Counts.from_dict(summary["counts"]).by_outcome.get("failed", 0)
     return EXIT_DRIFT if failed else EXIT_OK
@@ -326,8 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument(
         "--report-dir",
         metavar="DIR",
-        help="where to write the rollback's report (default: DIR-rollback)",
+        help="where to write the rollback's report, a new folder (default: DIR-rollback)",
     )
+    rollback.add_argument(
+        "--force",
+        action="store_true",
+        help="roll back a report whose rows no longer match the digest in its summary.json; "
+        "then only changes that add factors are undone",
+    )
+    rollback.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help="the state folder whose pool lock to share, if it exists (default: %(default)s)",
+    )
+    _add_wait_option(rollback)
     _add_aws_options(rollback)
     rollback.set_defaults(handler=_cmd_rollback)
 
