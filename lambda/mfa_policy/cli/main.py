@@ -52,7 +52,8 @@ def _add_wait_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _waiting(locked: PoolLocked) -> None:
-    print(f"waiting: {locked}", file=sys.stderr)
+    who = locked.holder.describe() if locked.holder else "another run"
+    print(f"waiting: user pool {locked.user_pool_id} is in use by {who}", file=sys.stderr)
 
 
 def _add_aws_options(parser: argparse.ArgumentParser) -> None:
