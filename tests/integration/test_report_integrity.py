@@ -520,6 +520,22 @@ def test_a_rollback_on_a_held_pool_exits_1_and_sends_nothing(cli, applied, held,
     assert standin.calls.get(WRITE, 0) == writes
 
 
+def test_an_apply_of_a_plan_on_a_held_pool_exits_1_and_sends_nothing(
+    cli, policy, applied, held, standin, make_user
+):
+    pool_id, _ = applied
+    make_user(pool_id, "eve", phone=PHONE, totp_enabled=True, sms_enabled=True, preferred="sms")
+    code, _, err = cli("drift", "-c", policy, "--user-pool-id", pool_id, "--out", "plan.json")
+    assert code == 2, err
+    held(pool_id)
+    writes = standin.calls.get(WRITE, 0)
+
+    code, _, err = cli("apply", "-c", policy, "--user-pool-id", pool_id, "--plan", "plan.json")
+
+    assert code == 1 and f"user pool {pool_id} is in use by apply run" in err
+    assert standin.calls.get(WRITE, 0) == writes  # the held apply wrote before it paused
+
+
 def test_a_run_that_raises_frees_the_pool(standin, demo_pool, tmp_path):
     pool = demo_pool(70)
 

@@ -223,6 +223,7 @@ def _cmd_apply_plan(args: argparse.Namespace, policy: object) -> int:
     from mfa_policy.core.plan import PlanError, plan_from_json
     from mfa_policy.core.policy import Policy
     from mfa_policy.core.report import LocalReport
+    from mfa_policy.run.local_run import pool_lock, require_fresh_report_folder
     from mfa_policy.run.plan_apply import apply_plan
     from mfa_policy.run.runner import new_run_id
 
@@ -239,19 +240,26 @@ def _cmd_apply_plan(args: argparse.Namespace, policy: object) -> int:
     plan = plan_from_json(text, source=str(path))
     plan.check_fits(args.user_pool_id, policy.hash)
     run_id = new_run_id("apply")
-    report = LocalReport(args.report_dir or Path(args.state_dir) / "reports" / run_id)
+    report_dir = Path(args.report_dir or Path(args.state_dir) / "reports" / run_id)
     (client,) = _clients(args, "cognito-idp")
-    with Progress(f"apply plan {args.user_pool_id}") as progress:
-        summary = apply_plan(
-            client,
-            policy,
-            plan,
-            args.user_pool_id,
-            report=report,
-            plan_source=str(path),
-            run_id=run_id,
-            on_rows=progress.advance,
-        )
+    lock = pool_lock(args.user_pool_id, run_id, "apply", args.state_dir)
+    lock.acquire(args.wait, _waiting)  # a plan is a run: one per pool at a time
+    try:
+        require_fresh_report_folder(report_dir)
+        report = LocalReport(report_dir)
+        with Progress(f"apply plan {args.user_pool_id}") as progress:
+            summary = apply_plan(
+                client,
+                policy,
+                plan,
+                args.user_pool_id,
+                report=report,
+                plan_source=str(path),
+                run_id=run_id,
+                on_rows=progress.advance,
+            )
+    finally:
+        lock.release()
     summary = {**summary, "report_dir": str(report.directory)}
     _print_summary(summary, getattr(args, "format", "text"))
     if summary["stale"]:
