@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -120,6 +120,26 @@ class ReportValidator:
         assert summary["users"] == count, f"{where}: {count} rows for {summary['users']} users"
         assert summary["rows"] == {"count": count, "sha256": hashlib.sha256(jsonl).hexdigest()}
 
+    def bucket(self, s3: Any, bucket: str) -> None:
+        """Every report in a report bucket: slice parts, joined rows and summaries."""
+        keys = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])
+        ]
+
+        def body(key: str) -> bytes:
+            data: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return data
+
+        for key in keys:
+            if "/parts/" in key:
+                self.rows(body(key), key)
+            elif key.endswith("/users.jsonl"):
+                prefix = key.removesuffix("users.jsonl")
+                summary = prefix + "summary.json"
+                self.files(body(summary).decode() if summary in keys else None, body(key), prefix)
+
     def folder(self, directory: Path) -> None:
         summary = directory / "summary.json"
         self.files(
@@ -136,7 +156,8 @@ def report_validator() -> ReportValidator:
 
 @pytest.fixture
 def valid_report() -> ReportValidator:
-    """The report validator, for reports that are not in a folder under tmp_path (S3)."""
+    """The report validator, for reports that are not in a folder under tmp_path: in S3,
+    ``valid_report.bucket(s3, name)`` when the test is done with its bucket."""
     return report_validator()
 
 

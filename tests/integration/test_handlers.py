@@ -29,24 +29,7 @@ def bucket(standin, valid_report):
     name = f"reports-{id(s3)}"
     s3.create_bucket(Bucket=name)
     yield name
-    keys = [
-        o["Key"]
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name)
-        for o in page.get("Contents", [])
-    ]
-
-    def body(key):
-        return s3.get_object(Bucket=name, Key=key)["Body"].read()
-
-    for key in keys:
-        if key.endswith("/parts/") or "/parts/" in key:
-            valid_report.rows(body(key), key)
-        elif key.endswith("/users.jsonl"):
-            prefix = key.removesuffix("users.jsonl")
-            summary = prefix + "summary.json"
-            valid_report.files(
-                body(summary).decode() if summary in keys else None, body(key), prefix
-            )
+    valid_report.bucket(s3, name)
 
 
 @pytest.fixture

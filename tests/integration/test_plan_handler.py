@@ -17,11 +17,12 @@ from mfa_policy.run.local_run import run_locally
 
 
 @pytest.fixture
-def bucket(standin):
+def bucket(standin, valid_report):
     s3 = standin.client("s3")
     name = f"plans-{id(s3)}"
     s3.create_bucket(Bucket=name)
-    return name
+    yield name
+    valid_report.bucket(s3, name)  # every report the plan's runs left there fits the schemas
 
 
 def drift_plan(standin, pool_id, tmp_path):
