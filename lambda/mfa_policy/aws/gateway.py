@@ -49,6 +49,7 @@ CATEGORY_OF = {
     "admin_set_user_mfa_preference": Category.USER_RESOURCE_UPDATE,
     "set_user_mfa_preference": Category.USER_RESOURCE_UPDATE,
     "get_user_pool_mfa_config": Category.USER_POOL_READ,
+    "describe_user_pool": Category.USER_POOL_READ,
 }
 
 _THROTTLE_CODES = frozenset(
@@ -230,6 +231,15 @@ class CognitoGateway:
         if response.get("EmailMfaConfiguration"):
             factors.add(Factor.EMAIL)
         return PoolMfaConfig(response.get("MfaConfiguration") or "OFF", frozenset(factors))
+
+    def estimated_users(self) -> int | None:
+        """DescribeUserPool's EstimatedNumberOfUsers, for a progress bar; None if not allowed."""
+        try:
+            response = self._call("describe_user_pool", UserPoolId=self.user_pool_id)
+        except CognitoError:
+            return None
+        estimate = (response.get("UserPool") or {}).get("EstimatedNumberOfUsers")
+        return int(estimate) if isinstance(estimate, int) else None
 
     # -- enumeration ----------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from mfa_policy.cli.progress import Progress
 from mfa_policy.core.engine import Mode
 from mfa_policy.core.model import MfaState, Outcome
 from mfa_policy.core.policy import Policy, RateLimits, parse_policy
@@ -49,6 +50,7 @@ def run_demo(
     users: int = 1000,
     report_root: str | Path = "mfa-policy-demo",
     console: Console | None = None,
+    quiet: bool = False,
 ) -> int:
     from mfa_policy.standin import CognitoStandIn, seed_demo_pool
 
@@ -68,14 +70,20 @@ def run_demo(
 
         summaries = []
         for step, mode in enumerate((Mode.DRIFT, Mode.APPLY, Mode.DRIFT), start=1):
-            result = run_locally(
-                policy,
-                pool.pool_id,
-                mode,
-                client=standin.client(),
-                state_dir=state_dir,
-                report_dir=root / f"{step}-{mode.value}",
-            )
+            with Progress(f"{step}. {mode.value}", total=pool.total, quiet=quiet) as progress:
+                result = run_locally(
+                    policy,
+                    pool.pool_id,
+                    mode,
+                    client=standin.client(),
+                    state_dir=state_dir,
+                    report_dir=root / f"{step}-{mode.value}",
+                    keep_going=progress.keep_going,
+                    on_rows=progress.advance,
+                )
+            if not result.summary["complete"]:
+                console.print("demo stopped")
+                return 130
             summaries.append(result.summary)
             console.print(_summary_table(f"{step}. {mode.value}", result.summary))
             calls = result.summary["counts"]["api_calls"]

@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -89,11 +90,64 @@ def _clients(args: argparse.Namespace, *services: str) -> list[object]:
     ]
 
 
-def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> None:
+#: The policy file ``-c`` defaults to when it is in the current folder.
+DEFAULT_POLICY_FILE = "mfa-policy.yaml"
+
+
+def _add_config_option(parser: argparse.ArgumentParser) -> None:
+    from pathlib import Path
+
+    present = Path(DEFAULT_POLICY_FILE).is_file()
     parser.add_argument(
-        "-c", "--config", required=True, metavar="FILE", help="policy file (YAML or JSON)"
+        "-c",
+        "--config",
+        required=not present,
+        default=DEFAULT_POLICY_FILE if present else None,
+        metavar="FILE",
+        help=f"policy file, YAML or JSON (default: ./{DEFAULT_POLICY_FILE} when present)",
     )
-    parser.add_argument("--user-pool-id", required=True, metavar="ID")
+
+
+def _add_pool_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--user-pool-id",
+        required=True,
+        metavar="ID",
+        help="the Cognito user pool, e.g. eu-west-1_AbCdEfGhI (its Region is the default Region)",
+    )
+
+
+def _help(
+    commands: argparse._SubParsersAction,  # type: ignore[type-arg]
+    name: str,
+    *,
+    summary: str,
+    description: str,
+    exit_codes: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help says what it does, its exit codes and an example."""
+    return commands.add_parser(  # type: ignore[no-any-return]
+        name,
+        help=summary,
+        description=description,
+        epilog=f"exit codes:\n{exit_codes}\n\nexample:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress and no summary; the exit code, errors and the report only",
+    )
+
+
+def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> None:
+    _add_config_option(parser)
+    _add_pool_option(parser)
     parser.add_argument(
         "--report-dir",
         metavar="DIR",
@@ -127,6 +181,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> N
         help="DynamoDB table of access tokens keyed by username "
         "(attribute access_token), for --auth access-token",
     )
+    _add_quiet_option(parser)
     parser.add_argument("--workers", type=int, default=32, help=argparse.SUPPRESS)
     _add_wait_option(parser)
     if with_format:
@@ -162,7 +217,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         (dynamodb,) = _clients(args, "dynamodb")
         tokens = DynamoTokenTable(dynamodb, args.token_table)
     (client,) = _clients(args, "cognito-idp")
-    with Progress(f"{mode.value} {args.user_pool_id}") as progress:
+    total = None
+    if Progress.would_show(quiet=args.quiet):
+        from mfa_policy.aws.gateway import CognitoGateway
+
+        total = CognitoGateway(client, args.user_pool_id).estimated_users()
+    with Progress(f"{mode.value} {args.user_pool_id}", total=total, quiet=args.quiet) as progress:
         result = run_locally(
             policy,
             args.user_pool_id,
@@ -180,7 +240,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             on_wait=_waiting,
         )
     summary = {**result.summary, "report_dir": str(result.report_dir)}
-    _print_summary(summary, getattr(args, "format", "text"))
+    if not args.quiet:
+        _print_summary(summary, getattr(args, "format", "text"))
     if mode is Mode.DRIFT and getattr(args, "out", None) and summary["complete"]:
         _write_plan(summary, result.report_dir, args.out)
     if not summary["complete"]:
@@ -247,7 +308,9 @@ def _cmd_apply_plan(args: argparse.Namespace, policy: object) -> int:
     try:
         require_fresh_report_folder(report_dir)
         report = LocalReport(report_dir)
-        with Progress(f"apply plan {args.user_pool_id}") as progress:
+        with Progress(
+            f"apply plan {args.user_pool_id}", total=len(plan.changes), quiet=args.quiet
+        ) as progress:
             summary = apply_plan(
                 client,
                 policy,
@@ -261,7 +324,8 @@ def _cmd_apply_plan(args: argparse.Namespace, policy: object) -> int:
     finally:
         lock.release()
     summary = {**summary, "report_dir": str(report.directory)}
-    _print_summary(summary, getattr(args, "format", "text"))
+    if not args.quiet:
+        _print_summary(summary, getattr(args, "format", "text"))
     if summary["stale"]:
         print(
             f"{summary['stale']} planned user(s) changed since the plan and were skipped "
@@ -310,19 +374,53 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
             "changes that add factors were rolled back",
             file=sys.stderr,
         )
-    _print_summary({**summary, "report_dir": str(out_dir)}, "text")
+    if not args.quiet:
+        _print_summary({**summary, "report_dir": str(out_dir)}, "text")
     failed = Counts.from_dict(summary["counts"]).by_outcome.get("failed", 0)
     return EXIT_DRIFT if failed else EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mfa_policy.cli.demo import run_demo
+    from mfa_policy.cli.standin_cmd import load_standin
 
-    return run_demo(users=args.users, report_root=args.report_dir)
+    load_standin()  # one line naming the demo extra when moto is missing
+    return run_demo(users=args.users, report_root=args.report_dir, quiet=args.quiet)
+
+
+def _cmd_standin(args: argparse.Namespace) -> int:
+    from mfa_policy.cli.standin_cmd import serve_standin
+
+    return serve_standin(users=args.users, port=args.port, policy_path=args.policy_file)
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    try:
+        import shtab
+    except ImportError:
+        raise UsageError("shell completion needs shtab: pip install shtab") from None
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return EXIT_OK
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus "did you mean" for a mistyped subcommand."""
+
+    def error(self, message: str) -> NoReturn:
+        import difflib
+        import re
+
+        match = re.search(r"invalid choice: '?([^'\s]*)'? \(choose from (.*)\)", message)
+        if match:
+            choices = [c.strip(" '") for c in match.group(2).split(",")]
+            close = difflib.get_close_matches(match.group(1), choices, n=1)
+            if close:
+                message = f"{message}; did you mean '{close[0]}'?"
+        super().error(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mfa-policy",
         description="Apply a declared MFA preference policy to a Cognito user pool, "
         "and report drift.",
@@ -330,14 +428,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mfa-policy {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    validate = commands.add_parser("validate", help="check a policy file and report every error")
-    validate.add_argument(
-        "-c", "--config", required=True, metavar="FILE", help="policy file (YAML or JSON)"
+    validate = _help(
+        commands,
+        "validate",
+        summary="check a policy file and report every error",
+        description="Check a policy file against the schema and report every error at once, "
+        "each with its line. Sends nothing to AWS.",
+        exit_codes="  0  the policy is valid\n  1  it is not (every error is listed)",
+        example="mfa-policy validate -c mfa-policy.yaml",
     )
+    _add_config_option(validate)
     validate.set_defaults(handler=_cmd_validate)
 
-    drift = commands.add_parser(
-        "drift", help="report drift between the policy and each user (read-only)"
+    drift = _help(
+        commands,
+        "drift",
+        summary="report drift between the policy and each user (read-only)",
+        description="Read every user of the pool and report, per user, whether the policy "
+        "would change them. Read-only: sends no write. With --out, also write a plan for "
+        "apply --plan.",
+        exit_codes="  0  every user is compliant\n  2  drift found, or the run stopped before "
+        "the end\n  1  error (bad policy, preflight, unknown pool, bad options)",
+        example="mfa-policy drift -c mfa-policy.yaml --user-pool-id eu-west-1_AbCdEfGhI "
+        "--out plan.json",
     )
     _add_run_options(drift, with_format=True)
     drift.add_argument(
@@ -348,7 +461,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     drift.set_defaults(handler=_cmd_run)
 
-    apply = commands.add_parser("apply", help="change users to match the policy")
+    apply = _help(
+        commands,
+        "apply",
+        summary="change users to match the policy",
+        description="Change each user whose MFA settings differ from the policy, with one "
+        "minimal request per user; a compliant user gets no write. With --plan, send exactly "
+        "the requests of a reviewed plan instead.",
+        exit_codes="  0  every user converged (every planned user done)\n  2  some users not "
+        "converged (needs_enrollment, blocked, token_invalid, failed; stale plan users), or "
+        "the run stopped before the end\n  1  error (bad policy, preflight, refused plan, "
+        "bad options)",
+        example="mfa-policy apply -c mfa-policy.yaml --user-pool-id eu-west-1_AbCdEfGhI "
+        "--plan plan.json",
+    )
     _add_run_options(apply, with_format=True)
     apply.add_argument(
         "--plan",
@@ -358,11 +484,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     apply.set_defaults(handler=_cmd_run)
 
-    rollback = commands.add_parser(
+    rollback = _help(
+        commands,
         "rollback",
-        help="restore the users an apply changed, where their state is still what it left",
+        summary="restore the users an apply changed, where their state is still what it left",
+        description="Restore the before-state an apply recorded in its report, only for users "
+        "whose state is still exactly what that apply left; anyone changed since is skipped.",
+        exit_codes="  0  done\n  2  some users failed\n  1  error (not an apply report, "
+        "another pool, bad options)",
+        example="mfa-policy rollback --user-pool-id eu-west-1_AbCdEfGhI "
+        "--from-report .mfa-policy/reports/RUN_ID",
     )
-    rollback.add_argument("--user-pool-id", required=True, metavar="ID")
+    _add_pool_option(rollback)
     rollback.add_argument(
         "--from-report", required=True, metavar="DIR", help="the report folder of the apply to undo"
     )
@@ -384,13 +517,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the state folder whose pool lock to share, if it exists (default: %(default)s)",
     )
     _add_wait_option(rollback)
+    _add_quiet_option(rollback)
     _add_aws_options(rollback)
     rollback.set_defaults(handler=_cmd_rollback)
 
-    demo = commands.add_parser(
+    demo = _help(
+        commands,
         "demo",
-        help="drift, apply, drift on a seeded pool in an "
-        "embedded Cognito stand-in (needs the dev extra: moto)",
+        summary="drift, apply, drift on a seeded pool in an embedded Cognito stand-in "
+        "(needs the demo extra: moto)",
+        description="Start an embedded Cognito stand-in on 127.0.0.1, seed a pool in every "
+        "interesting state, and run drift, apply and drift on it. Touches no AWS account.",
+        exit_codes="  0  the demo ran\n  1  error",
+        example="mfa-policy demo --users 200",
     )
     demo.add_argument("--users", type=int, default=1000, help="pool size (default: %(default)s)")
     demo.add_argument(
@@ -399,7 +538,42 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where the three reports go (default: %(default)s)",
     )
+    _add_quiet_option(demo)
     demo.set_defaults(handler=_cmd_demo)
+
+    standin = _help(
+        commands,
+        "standin",
+        summary="serve the Cognito stand-in on 127.0.0.1 with a seeded pool, to try commands "
+        "by hand (needs the demo extra: moto)",
+        description="Start the embedded Cognito stand-in on 127.0.0.1, seed a demo pool, write "
+        "the demo policy, and print the endpoint, the pool id and the exact drift, apply, "
+        "rollback and get-user-mfa commands to run against it. Serves until Ctrl-C.",
+        exit_codes="  0  stopped with Ctrl-C\n  1  error (moto missing: install the demo extra)",
+        example="mfa-policy standin --port 5005",
+    )
+    standin.add_argument("--users", type=int, default=200, help="pool size (default: %(default)s)")
+    standin.add_argument(
+        "--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)"
+    )
+    standin.add_argument(
+        "--policy-file",
+        default="mfa-policy-standin.yaml",
+        metavar="FILE",
+        help="where to write the demo policy (default: %(default)s)",
+    )
+    standin.set_defaults(handler=_cmd_standin)
+
+    completion = _help(
+        commands,
+        "completion",
+        summary="print a shell completion script (bash, zsh or tcsh)",
+        description="Print a completion script for mfa-policy's commands and options.",
+        exit_codes="  0  printed",
+        example='eval "$(mfa-policy completion bash)"',
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
+    completion.set_defaults(handler=_cmd_completion)
 
     from mfa_policy.cli.single_user import register as register_single_user
 

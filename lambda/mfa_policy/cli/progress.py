@@ -10,14 +10,26 @@ from typing import Any
 
 
 class Progress:
-    def __init__(self, title: str, *, stream: Any = None) -> None:
+    """A progress line on a terminal: users done and their rate, and, when ``total`` is known,
+    a bar, the percentage and the time left. ``quiet`` shows nothing."""
+
+    def __init__(
+        self, title: str, *, stream: Any = None, total: int | None = None, quiet: bool = False
+    ) -> None:
         self.title = title
         self.stream = stream or sys.stderr
-        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.total = total or None
+        self.enabled = not quiet and bool(getattr(self.stream, "isatty", lambda: False)())
         self._stop = threading.Event()
         self._bar: Any = None
         self._task: Any = None
         self._previous_handler: Any = None
+
+    @staticmethod
+    def would_show(*, quiet: bool = False, stream: Any = None) -> bool:
+        """Whether a progress line would show (worth asking the pool's size for)."""
+        stream = stream or sys.stderr
+        return not quiet and bool(getattr(stream, "isatty", lambda: False)())
 
     def __enter__(self) -> Progress:
         if threading.current_thread() is threading.main_thread():
@@ -25,25 +37,39 @@ class Progress:
         if self.enabled:
             from rich.console import Console
             from rich.progress import (
-                Progress as RichProgress,
-            )
-            from rich.progress import (
+                BarColumn,
                 SpinnerColumn,
+                TaskProgressColumn,
                 TextColumn,
                 TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import (
+                Progress as RichProgress,
             )
 
-            self._bar = RichProgress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                TextColumn("{task.completed} users"),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                console=Console(file=self.stream),
-                transient=True,
-            )
+            columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
+            if self.total is not None:
+                # DescribeUserPool's EstimatedNumberOfUsers: a bar, a percentage, time left.
+                columns += [
+                    BarColumn(),
+                    TaskProgressColumn(),
+                    TextColumn("{task.completed}/{task.total:.0f} users"),
+                    TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(),
+                    TextColumn("left"),
+                    TimeRemainingColumn(),
+                ]
+            else:
+                columns += [
+                    TextColumn("{task.completed} users"),
+                    TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(),
+                ]
+            # Console honours NO_COLOR (and TERM=dumb) from the environment.
+            self._bar = RichProgress(*columns, console=Console(file=self.stream), transient=True)
             self._bar.start()
-            self._task = self._bar.add_task(self.title, total=None, rate="")
+            self._task = self._bar.add_task(self.title, total=self.total, rate="")
         return self
 
     def __exit__(
@@ -70,5 +96,8 @@ class Progress:
         if self._bar is not None:
             self._bar.update(self._task, advance=len(rows))
             task = self._bar.tasks[0]
+            if task.total is not None and task.completed > task.total:
+                # The estimate was low (users added since): keep the bar honest.
+                self._bar.update(self._task, total=task.completed)
             if task.elapsed:
                 self._bar.update(self._task, rate=f"{task.completed / task.elapsed:.0f}/s")

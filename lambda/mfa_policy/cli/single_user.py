@@ -130,17 +130,23 @@ def _add_set_arguments(parser: argparse.ArgumentParser, *, admin: bool) -> None:
 
 
 def _gateway(args: argparse.Namespace, user_pool_id: str | None, access_token: str | None) -> Any:
-    import boto3
     from botocore.exceptions import BotoCoreError
 
-    from mfa_policy.aws.clients import aws_client
+    from mfa_policy.aws.clients import aws_client, cli_session
     from mfa_policy.aws.gateway import CognitoGateway
     from mfa_policy.exceptions import InputError
     from mfa_policy.run.single_user import region_hint
 
     try:
-        session = boto3.session.Session(profile_name=args.profile)
-        region = args.region or session.region_name or region_hint(user_pool_id, access_token)
+        # The run commands' habits: the pool id's Region, and no credentials against a
+        # loopback endpoint (the stand-in).
+        session, region = cli_session(
+            profile=args.profile,
+            region=args.region,
+            user_pool_id=user_pool_id,
+            endpoint_url=args.endpoint_url,
+        )
+        region = region or region_hint(user_pool_id, access_token)
         if not region:
             raise InputError("no AWS Region: pass --region or set AWS_REGION")
         client = aws_client(
