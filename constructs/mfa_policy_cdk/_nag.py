@@ -57,6 +57,18 @@ def state_machine_role(state_machine: IConstruct, function: lambda_.IFunction) -
     ]
 
 
+def traced_function(function: lambda_.IFunction) -> list[Finding]:
+    """A function with active X-Ray tracing: its role may send trace segments."""
+    return [
+        Finding(
+            function.role or function,
+            _iam5("*"),
+            "X-Ray's PutTraceSegments and PutTelemetryRecords do not support resource-level "
+            "permissions; Lambda adds them for active tracing",
+        )
+    ]
+
+
 def provider(
     provider: IConstruct,
     roles: Iterable[iam.IRole],

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from aws_cdk import Annotations, CustomResource, Duration, RemovalPolicy, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
@@ -30,12 +31,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk import custom_resources as cr
 
 from constructs import Construct
-from mfa_policy.core.model import DRIFT_OUTCOMES, Factor, Outcome
+from mfa_policy.core.model import Factor, Outcome
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.policy_file import load_policy_file
 from mfa_policy_cdk import _assets, _nag
@@ -65,8 +67,6 @@ _S3_ACCESS_LOGS_USE_BUCKET_POLICY = "@aws-cdk/aws-s3:serverAccessLogsUseBucketPo
 _PROVIDER_MARGIN = Duration.minutes(5)
 _QUERY_INTERVAL = Duration.seconds(30)
 _ALARM_PERIOD = Duration.hours(1)
-#: The outcomes that make a drift report non-compliant, in a stable order.
-_DRIFT_OUTCOMES = tuple(outcome for outcome in Outcome if outcome in DRIFT_OUTCOMES)
 
 _ADMIN_ACTIONS = (
     "cognito-idp:ListUsers",
@@ -118,11 +118,23 @@ class MfaPolicy(Construct):
         framework gives up after 1 hour). Default: ``Duration.minutes(10)``
     :param run_timeout: how long one run (all its slices) may take before Step Functions stops
         it. Between 1 minute and 365 days. Default: ``Duration.hours(24)``
-    :param alarm_on_drift: whether to create ``drift_alarm``: users ``would_change``,
-        ``needs_enrollment`` or ``blocked`` in a drift run. Default: ``True``
+    :param alarm_on_drift: whether to create ``drift_alarm``: users ``would_change`` in a drift
+        run, the drift apply can fix (users who must enrol have the enrollment backlog alarm).
+        Default: ``True``
     :param alarm_on_failures: whether to create ``failure_alarm``: users ``failed`` in any run,
         or a run that failed or timed out. Default: ``True``
-    :param alarm_actions: actions both alarms take when they go into ALARM. Default: - none
+    :param alarm_on_enrollment_backlog: whether to create ``enrollment_backlog_alarm``: more
+        than ``enrollment_backlog_threshold`` users of a drift run ``needs_enrollment`` (users who
+        must verify an authenticator themselves; apply cannot fix them). Default: ``False``
+    :param enrollment_backlog_threshold: users allowed to wait for enrollment before
+        ``enrollment_backlog_alarm`` fires. Default: ``0``
+    :param alarm_actions: actions every alarm takes when it goes into ALARM. Default: - none
+    :param notification_topic: an SNS topic every alarm notifies (ALARM and OK), and that
+        receives an event when a run finishes (succeeded, failed, timed out or aborted).
+        Default: - none
+    :param removal_policy: what happens to the buckets this construct creates when the stack
+        is deleted or they leave it. Default: ``RemovalPolicy.RETAIN`` (reports are audit
+        evidence)
     :param log_retention: how long the functions', state machines' and framework's logs are
         kept. Default: ``RetentionDays.ONE_YEAR``
     """
@@ -144,8 +156,12 @@ class MfaPolicy(Construct):
         run_timeout: Duration = DEFAULT_RUN_TIMEOUT,
         alarm_on_drift: bool = True,
         alarm_on_failures: bool = True,
+        alarm_on_enrollment_backlog: bool = False,
+        enrollment_backlog_threshold: int = 0,
         alarm_actions: Sequence[cloudwatch.IAlarmAction] = (),
+        notification_topic: sns.ITopic | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
+        removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
     ) -> None:
         super().__init__(scope, id)
         # Log delivery to the access-logs bucket through a bucket policy, not ACLs, whatever the
@@ -175,6 +191,7 @@ class MfaPolicy(Construct):
         # cdk-nag findings this construct accepts, acknowledged together at the end.
         self._nag_findings: list[_nag.Finding] = []
 
+        self._removal_policy = removal_policy
         self._report_bucket = report_bucket or self._create_report_bucket(report_retention)
         slice_env["REPORT_BUCKET"] = self._report_bucket.bucket_name
         self._layer = _assets.powertools_layer(self, "PowertoolsLayer")
@@ -213,10 +230,21 @@ class MfaPolicy(Construct):
                 ],
             )
 
-        self._drift_alarm = self._create_drift_alarm(alarm_actions) if alarm_on_drift else None
-        self._failure_alarm = (
-            self._create_failure_alarm(alarm_actions) if alarm_on_failures else None
+        actions: list[cloudwatch.IAlarmAction] = list(alarm_actions)
+        if notification_topic is not None:
+            actions.append(cw_actions.SnsAction(notification_topic))
+        self._drift_alarm = self._create_drift_alarm(actions) if alarm_on_drift else None
+        self._failure_alarm = self._create_failure_alarm(actions) if alarm_on_failures else None
+        self._backlog_alarm = (
+            self._create_backlog_alarm(actions, enrollment_backlog_threshold)
+            if alarm_on_enrollment_backlog
+            else None
         )
+        if notification_topic is not None:
+            for alarm in (self._drift_alarm, self._failure_alarm, self._backlog_alarm):
+                if alarm is not None:
+                    alarm.add_ok_action(cw_actions.SnsAction(notification_topic))
+            self._notify_run_finished(notification_topic)
 
         for warning in policy.warnings:
             Annotations.of(self).add_warning_v2("mfa-policy:policyWarning", warning)
@@ -263,6 +291,11 @@ class MfaPolicy(Construct):
     def drift_alarm(self) -> cloudwatch.Alarm | None:
         """In ALARM when a drift run found users to fix; ``None`` if ``alarm_on_drift=False``."""
         return self._drift_alarm
+
+    @property
+    def enrollment_backlog_alarm(self) -> cloudwatch.Alarm | None:
+        """In ALARM when a drift run found more users waiting to enrol than the threshold."""
+        return self._backlog_alarm
 
     @property
     def failure_alarm(self) -> cloudwatch.Alarm | None:
@@ -312,6 +345,19 @@ class MfaPolicy(Construct):
         Start a run with input ``{"mode": "drift" | "apply", "trigger": "manual"}``.
         """
         return self._state_machine.grant_start_execution(grantee)
+
+    def grant_read_reports(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` (auditors) read run reports: ``s3:GetObject`` under the report prefix
+        and listing it; no write, no other key."""
+        prefix = self._report_prefix
+        grant = self._report_bucket.grant_read(grantee, f"{prefix}runs/*")
+        iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["s3:ListBucket"],
+            resource_arns=[self._report_bucket.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{prefix}runs/*"]}},
+        )
+        return grant
 
     @property
     def plan_prefix(self) -> str:
@@ -392,6 +438,38 @@ class MfaPolicy(Construct):
     def metric_failed(self, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
         return self.metric(Outcome.FAILED, mode=mode, **props)
 
+    def metric_enrollment_backlog(self, **props: Any) -> cloudwatch.Metric:
+        """Users a drift run found waiting to verify an authenticator (``needs_enrollment``):
+        only they can clear it, so it is watched apart from fixable drift."""
+        options: dict[str, Any] = {"statistic": "Maximum", "label": "enrollment backlog", **props}
+        return self.metric(Outcome.NEEDS_ENROLLMENT, mode="drift", **options)
+
+    def metric_throttled(self, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
+        """Cognito throttles (TooManyRequestsException) a run met, retried each time."""
+        return self._run_metric("throttled", mode, props)
+
+    def metric_api_calls(
+        self, operation: str, *, mode: str = "drift", **props: Any
+    ) -> cloudwatch.Metric:
+        """Cognito calls a run made of ``operation`` (e.g. ``admin_get_user``), retries included."""
+        return self._run_metric(f"api_calls_{operation}", mode, props)
+
+    def metric_run_duration(self, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
+        """How long runs took, in seconds (Maximum over the period)."""
+        options: dict[str, Any] = {"statistic": "Maximum", "unit": cloudwatch.Unit.SECONDS, **props}
+        return self._run_metric("run_duration", mode, options)
+
+    def _run_metric(self, name: str, mode: str, props: dict[str, Any]) -> cloudwatch.Metric:
+        if mode not in RUN_MODES:
+            raise ValueError(f"mode must be one of {', '.join(RUN_MODES)}, got {mode!r}")
+        options: dict[str, Any] = {"statistic": "Sum", "unit": cloudwatch.Unit.COUNT, **props}
+        return cloudwatch.Metric(
+            namespace=METRIC_NAMESPACE,
+            metric_name=name,
+            dimensions_map={"UserPoolId": self._user_pool.user_pool_id, "Mode": mode},
+            **options,
+        )
+
     # ------------------------------------------------------------------ building blocks
 
     def _new_function(
@@ -405,7 +483,7 @@ class MfaPolicy(Construct):
         timeout: Duration,
     ) -> lambda_.Function:
         log_group = logs.LogGroup(self, f"{id}Logs", retention=self._log_retention)
-        return lambda_.Function(
+        function = lambda_.Function(
             self,
             id,
             runtime=_assets.RUNTIME,
@@ -421,10 +499,13 @@ class MfaPolicy(Construct):
                 "POWERTOOLS_METRICS_NAMESPACE": METRIC_NAMESPACE,
             },
             layers=[self._layer],
+            tracing=lambda_.Tracing.ACTIVE,
             logging_format=lambda_.LoggingFormat.JSON,
             log_group=log_group,
             role=self._logging_role(f"{id}Role", log_group),
         )
+        self._nag_findings += _nag.traced_function(function)
+        return function
 
     def _logging_role(self, id: str, log_group: logs.LogGroup) -> iam.Role:
         """A Lambda role that may write to its own log group only.
@@ -442,8 +523,8 @@ class MfaPolicy(Construct):
             "enforce_ssl": True,
             "minimum_tls_version": 1.2,
             "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            # Reports are audit evidence: they outlive the stack.
-            "removal_policy": RemovalPolicy.RETAIN,
+            # Reports are audit evidence: by default they outlive the stack.
+            "removal_policy": self._removal_policy,
         }
         access_logs = s3.Bucket(
             self,
@@ -637,16 +718,15 @@ class MfaPolicy(Construct):
         )
 
     def _create_drift_alarm(self, actions: Sequence[cloudwatch.IAlarmAction]) -> cloudwatch.Alarm:
-        using = {
-            f"m{index}": self.metric(outcome, mode="drift", statistic="Maximum")
-            for index, outcome in enumerate(_DRIFT_OUTCOMES)
-        }
+        # Only drift apply can fix: users who must enrol (or lack a phone number) would keep it
+        # red forever; the enrollment backlog has its own metric and alarm.
+        using = {"m0": self.metric(Outcome.WOULD_CHANGE, mode="drift", statistic="Maximum")}
         alarm = cloudwatch.Alarm(
             self,
             "DriftAlarm",
             alarm_description=(
-                "mfa-policy: a drift run found users that would_change, need enrollment or are "
-                "blocked; see the run's report"
+                "mfa-policy: a drift run found users that would_change (drift apply fixes); "
+                "see the run's report"
             ),
             metric=cloudwatch.MathExpression(
                 expression=" + ".join(f"FILL({name}, 0)" for name in using),
@@ -661,6 +741,42 @@ class MfaPolicy(Construct):
         )
         alarm.add_alarm_action(*actions)
         return alarm
+
+    def _create_backlog_alarm(
+        self, actions: Sequence[cloudwatch.IAlarmAction], threshold: int
+    ) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self,
+            "EnrollmentBacklogAlarm",
+            alarm_description=(
+                f"mfa-policy: more than {threshold} users of a drift run need to verify an "
+                "authenticator app before the policy can set TOTP for them"
+            ),
+            metric=self.metric_enrollment_backlog(period=_ALARM_PERIOD),
+            threshold=threshold,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(*actions)
+        return alarm
+
+    def _notify_run_finished(self, topic: sns.ITopic) -> None:
+        """An event on ``topic`` whenever a run of this state machine ends."""
+        events.Rule(
+            self,
+            "RunFinished",
+            description="mfa-policy: a run finished",
+            event_pattern=events.EventPattern(
+                source=["aws.states"],
+                detail_type=["Step Functions Execution Status Change"],
+                detail={
+                    "stateMachineArn": [self._state_machine.state_machine_arn],
+                    "status": ["SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"],
+                },
+            ),
+            targets=[targets.SnsTopic(topic)],
+        )
 
     def _create_failure_alarm(self, actions: Sequence[cloudwatch.IAlarmAction]) -> cloudwatch.Alarm:
         using: dict[str, cloudwatch.IMetric] = {

@@ -199,7 +199,30 @@ def emit_run_metrics(metrics: Metrics, result: Mapping[str, Any], user_pool_id: 
         metrics.add_metric(
             name=outcome.value, unit=MetricUnit.Count, value=result["counts"].get(outcome.value, 0)
         )
+    # Cognito's answers and the run's length, from the final checkpoint (a plan run has none).
+    checkpoint = result.get("checkpoint") or {}
+    counts = checkpoint.get("counts") or {}
+    throttled = counts.get("throttled") or {}
+    metrics.add_metric(name="throttled", unit=MetricUnit.Count, value=sum(throttled.values()))
+    for operation, calls in sorted((counts.get("api_calls") or {}).items()):
+        metrics.add_metric(name=f"api_calls_{operation}", unit=MetricUnit.Count, value=calls)
+    duration = _run_seconds(checkpoint.get("started_at"), checkpoint.get("ended_at"))
+    if duration is not None:
+        metrics.add_metric(name="run_duration", unit=MetricUnit.Seconds, value=duration)
     metrics.flush_metrics()
+
+
+def _run_seconds(started_at: str | None, ended_at: str | None) -> float | None:
+    from datetime import datetime
+
+    if not started_at or not ended_at:
+        return None
+    try:
+        return (
+            datetime.fromisoformat(ended_at) - datetime.fromisoformat(started_at)
+        ).total_seconds()
+    except ValueError:
+        return None
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -235,23 +258,41 @@ def deploy_on_event(event: dict[str, Any], context: Any, *, sfn: Any = None) -> 
         return {"PhysicalResourceId": physical_id}
     props = event["ResourceProperties"]
     sfn = sfn or aws_client("stepfunctions")
-    name = f"deploy-{props.get('PolicyHash', 'x')[:12]}-{int(time.time())}"
-    execution = sfn.start_execution(
-        stateMachineArn=os.environ["STATE_MACHINE_ARN"],
-        name=name,
-        input=json.dumps(
-            {
-                "mode": props.get("Mode", Mode.APPLY.value),
-                "trigger": "deploy",
-                "policy_hash": props.get("PolicyHash"),
-            }
-        ),
-    )
-    logger.info("run started on deploy", extra={"execution": execution["executionArn"]})
+    machine = os.environ["STATE_MACHINE_ARN"]
+    # Named after the CloudFormation request: a retried request names the same execution, and
+    # Step Functions refuses a second one, so a retry never starts a second run.
+    name = deploy_execution_name(event)
+    try:
+        execution_arn = sfn.start_execution(
+            stateMachineArn=machine,
+            name=name,
+            input=json.dumps(
+                {
+                    "mode": props.get("Mode", Mode.APPLY.value),
+                    "trigger": "deploy",
+                    "policy_hash": props.get("PolicyHash"),
+                }
+            ),
+        )["executionArn"]
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ExecutionAlreadyExists":
+            raise
+        execution_arn = f"{machine.replace(':stateMachine:', ':execution:')}:{name}"
+        logger.info("run already started for this request", extra={"execution": execution_arn})
+    else:
+        logger.info("run started on deploy", extra={"execution": execution_arn})
     return {
         "PhysicalResourceId": physical_id,
-        "Data": {"ExecutionArn": execution["executionArn"], "StartedAt": str(time.time())},
+        "Data": {"ExecutionArn": execution_arn, "StartedAt": str(time.time())},
     }
+
+
+def deploy_execution_name(event: Mapping[str, Any]) -> str:
+    """``deploy-<CloudFormation RequestId>``: at most 80 characters, of those names allow."""
+    request = "".join(c for c in str(event.get("RequestId", "")) if c.isalnum() or c in "-_")
+    if not request:
+        return f"deploy-{int(time.time())}"
+    return f"deploy-{request}"[:80]
 
 
 def deploy_is_complete(
