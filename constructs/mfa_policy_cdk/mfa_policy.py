@@ -132,6 +132,9 @@ class MfaPolicy(Construct):
     :param notification_topic: an SNS topic every alarm notifies (ALARM and OK), and that
         receives an event when a run finishes (succeeded, failed, timed out or aborted).
         Default: - none
+    :param dashboard: whether to create ``dashboard``, a CloudWatch dashboard of the runs:
+        outcomes of drift and apply runs over time, the enrollment backlog, Cognito throttles,
+        run duration, failed runs. Default: ``False``
     :param removal_policy: what happens to the buckets this construct creates when the stack
         is deleted or they leave it. Default: ``RemovalPolicy.RETAIN`` (reports are audit
         evidence)
@@ -162,6 +165,7 @@ class MfaPolicy(Construct):
         notification_topic: sns.ITopic | None = None,
         log_retention: logs.RetentionDays = logs.RetentionDays.ONE_YEAR,
         removal_policy: RemovalPolicy = RemovalPolicy.RETAIN,
+        dashboard: bool = False,
     ) -> None:
         super().__init__(scope, id)
         # Log delivery to the access-logs bucket through a bucket policy, not ACLs, whatever the
@@ -246,6 +250,8 @@ class MfaPolicy(Construct):
                     alarm.add_ok_action(cw_actions.SnsAction(notification_topic))
             self._notify_run_finished(notification_topic)
 
+        self._dashboard = self._create_dashboard() if dashboard else None
+
         for warning in policy.warnings:
             Annotations.of(self).add_warning_v2("mfa-policy:policyWarning", warning)
         _nag.acknowledge(self._nag_findings)
@@ -291,6 +297,11 @@ class MfaPolicy(Construct):
     def drift_alarm(self) -> cloudwatch.Alarm | None:
         """In ALARM when a drift run found users to fix; ``None`` if ``alarm_on_drift=False``."""
         return self._drift_alarm
+
+    @property
+    def dashboard(self) -> cloudwatch.Dashboard | None:
+        """The runs' CloudWatch dashboard; ``None`` unless ``dashboard=True``."""
+        return self._dashboard
 
     @property
     def enrollment_backlog_alarm(self) -> cloudwatch.Alarm | None:
@@ -760,6 +771,54 @@ class MfaPolicy(Construct):
         )
         alarm.add_alarm_action(*actions)
         return alarm
+
+    def _create_dashboard(self) -> cloudwatch.Dashboard:
+        day = Duration.days(1)
+
+        def outcomes(mode: str, names: Sequence[str]) -> list[cloudwatch.IMetric]:
+            return [self.metric(name, mode=mode, statistic="Maximum", period=day) for name in names]
+
+        board = cloudwatch.Dashboard(self, "Dashboard", default_interval=Duration.days(30))
+        board.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Drift runs: users by outcome",
+                left=outcomes("drift", OUTCOMES),
+                stacked=True,
+                width=12,
+            ),
+            cloudwatch.GraphWidget(
+                title="Apply runs: users by outcome",
+                left=outcomes("apply", OUTCOMES),
+                stacked=True,
+                width=12,
+            ),
+        )
+        board.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Enrollment backlog (needs_enrollment, drift)",
+                left=[self.metric_enrollment_backlog(period=day)],
+                width=6,
+            ),
+            cloudwatch.GraphWidget(
+                title="Cognito throttles per run",
+                left=[self.metric_throttled(mode=m, period=day) for m in RUN_MODES],
+                width=6,
+            ),
+            cloudwatch.GraphWidget(
+                title="Run duration (seconds)",
+                left=[self.metric_run_duration(mode=m, period=day) for m in RUN_MODES],
+                width=6,
+            ),
+            cloudwatch.GraphWidget(
+                title="Runs failed or timed out",
+                left=[
+                    self._state_machine.metric_failed(period=day),
+                    self._state_machine.metric_timed_out(period=day),
+                ],
+                width=6,
+            ),
+        )
+        return board
 
     def _notify_run_finished(self, topic: sns.ITopic) -> None:
         """An event on ``topic`` whenever a run of this state machine ends."""

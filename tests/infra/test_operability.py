@@ -142,3 +142,24 @@ def test_grant_read_reports_lets_auditors_read_reports_only() -> None:
     assert not [a for a in actions if "Put" in a or "Delete" in a]
     assert "s3:GetObject*" in actions or "s3:GetObject" in actions
     assert "mfa-policy/runs/*" in json.dumps(statements)
+
+
+def test_an_optional_dashboard_shows_outcomes_backlog_throttles_duration_and_failures(
+    default,
+) -> None:
+    assert default[1].dashboard is None
+    _, mfa, template = build(dashboard=True)
+    assert mfa.dashboard is not None
+    (board,) = resources(template, "AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(board["Properties"]["DashboardBody"])
+    for title in (
+        "Drift runs: users by outcome",
+        "Apply runs: users by outcome",
+        "Enrollment backlog",
+        "Cognito throttles per run",
+        "Run duration",
+        "Runs failed or timed out",
+    ):
+        assert title in body
+    for metric in ("would_change", "changed", "throttled", "run_duration", "ExecutionsFailed"):
+        assert metric in body
