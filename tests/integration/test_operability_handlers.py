@@ -3,6 +3,7 @@ throttles, API calls per operation and its duration."""
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -76,3 +77,62 @@ def test_run_metrics_include_throttles_api_calls_and_duration(capsys) -> None:
     assert emf["api_calls_admin_get_user"] in ([3.0], 3.0)
     assert emf["api_calls_list_users"] in ([1.0], 1.0)
     assert emf["run_duration"] in ([150.0], 150.0)
+
+
+def test_every_log_line_of_a_slice_names_its_run() -> None:
+    from mfa_policy.handlers.lambda_entry import run_id_of, with_run_id
+
+    first = with_run_id({"mode": "apply", "trigger": "schedule"})
+    assert "-apply-" in str(run_id_of(first))
+    planned = with_run_id({"mode": "apply", "plan_key": "mfa-policy/plans/p.json"})
+    assert run_id_of(planned) == planned["plan_state"]["run_id"]
+    later = {"mode": "drift", "run_id": "r0", "checkpoint": {"run_id": "r1"}}
+    assert with_run_id(later) is later and run_id_of(later) == "r1"
+
+
+def test_a_slice_s_log_lines_carry_the_run_id(standin, demo_pool, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from mfa_policy.cli.demo import demo_policy
+    from mfa_policy.handlers.lambda_entry import slice_handler
+
+    pool = demo_pool(20, seed=5)
+    bucket = f"ops-{tmp_path.name[-12:]}".lower().replace("_", "-")
+    standin.client("s3").create_bucket(Bucket=bucket)
+    (tmp_path / "policy.json").write_text(demo_policy().to_json())
+    for name, value in {
+        "AWS_ENDPOINT_URL": standin.endpoint_url,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "LAMBDA_TASK_ROOT": str(tmp_path),
+        "USER_POOL_ID": pool.pool_id,
+        "POLICY_FILE": "policy.json",
+        "REPORT_BUCKET": bucket,
+    }.items():
+        monkeypatch.setenv(name, value)
+    context = SimpleNamespace(
+        get_remaining_time_in_millis=lambda: 900_000,
+        function_name="slice",
+        memory_limit_in_mb=512,
+        invoked_function_arn="arn:aws:lambda:us-east-1:1:function:slice",
+        aws_request_id="req-1",
+    )
+
+    from mfa_policy.handlers.lambda_entry import logger
+
+    stream = io.StringIO()
+    monkeypatch.setattr(logger.registered_handler, "stream", stream)
+    out = slice_handler({"mode": "drift", "trigger": "schedule"}, context)
+    # A run started for a policy this function no longer carries logs its skip, too.
+    slice_handler({"mode": "apply", "trigger": "deploy", "policy_hash": "0000"}, context)
+
+    printed = stream.getvalue().splitlines()
+    logs = [json.loads(line) for line in printed if line.startswith("{")]
+    lines = [entry for entry in logs if "message" in entry]
+    assert [entry["message"] for entry in lines] == [
+        "slice finished",
+        "run skipped: policy changed",
+    ]
+    assert lines[0]["run_id"] == out["run_id"]
+    assert "-apply-" in lines[1]["run_id"]

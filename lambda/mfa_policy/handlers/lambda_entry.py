@@ -228,6 +228,10 @@ def _run_seconds(started_at: str | None, ended_at: str | None) -> float | None:
 @logger.inject_lambda_context(log_event=False)
 def slice_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = settings_from_env(os.environ)
+    event = with_run_id(event)
+    # Every log line of this slice names its run (and, with tracing on, the X-Ray trace the
+    # Step Functions execution shares).
+    logger.append_keys(run_id=run_id_of(event))
     result = run_slice(
         event,
         settings=settings,
@@ -243,6 +247,24 @@ def slice_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             Metrics(namespace=settings.metrics_namespace, service=""), result, settings.user_pool_id
         )
     return result
+
+
+def run_id_of(event: Mapping[str, Any]) -> str | None:
+    """The run a slice belongs to: its checkpoint's, its plan state's, or the one it was given."""
+    for carrier in (event.get("checkpoint"), event.get("plan_state")):
+        if isinstance(carrier, Mapping) and carrier.get("run_id"):
+            return str(carrier["run_id"])
+    return str(event["run_id"]) if event.get("run_id") else None
+
+
+def with_run_id(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with a run id chosen for a run's first slice, so its logs can name it."""
+    if run_id_of(event):
+        return event
+    run_id = new_run_id(str(event.get("mode", Mode.DRIFT.value)))
+    if event.get("plan_key"):
+        return {**event, "plan_state": {**(event.get("plan_state") or {}), "run_id": run_id}}
+    return {**event, "run_id": run_id}
 
 
 # -- the custom resource: run on deploy ------------------------------------------------------
