@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+import jsii
 from aws_cdk import Annotations, CustomResource, Duration, RemovalPolicy, Token
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -36,7 +37,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk import custom_resources as cr
 
-from constructs import Construct
+from constructs import Construct, IValidation
 from mfa_policy.core.model import Factor, Outcome
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.policy_file import load_policy_file
@@ -251,6 +252,10 @@ class MfaPolicy(Construct):
             self._notify_run_finished(notification_topic)
 
         self._dashboard = self._create_dashboard() if dashboard else None
+
+        # The pool may be changed after this construct is made (its MFA turned OFF, a factor
+        # dropped): check again when the app is synthesized.
+        self.node.add_validation(_PoolOffersFactors(user_pool, policy))
 
         for warning in policy.warnings:
             Annotations.of(self).add_warning_v2("mfa-policy:policyWarning", warning)
@@ -901,6 +906,22 @@ def _validate_props(
     if errors:
         raise ValueError("invalid MfaPolicy props:\n" + "\n".join(f"  {e}" for e in errors))
     return wait_seconds
+
+
+@jsii.implements(IValidation)
+class _PoolOffersFactors:
+    """The synth-time form of ``_check_pool_offers_factors``, for changes made after."""
+
+    def __init__(self, user_pool: cognito.IUserPool, policy: Policy) -> None:
+        self._user_pool = user_pool
+        self._policy = policy
+
+    def validate(self) -> list[str]:
+        try:
+            _check_pool_offers_factors(self._user_pool, self._policy)
+        except ValueError as exc:
+            return [str(exc)]
+        return []
 
 
 def _check_pool_offers_factors(user_pool: cognito.IUserPool, policy: Policy) -> None:

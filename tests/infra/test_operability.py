@@ -163,3 +163,19 @@ def test_an_optional_dashboard_shows_outcomes_backlog_throttles_duration_and_fai
         assert title in body
     for metric in ("would_change", "changed", "throttled", "run_duration", "ExecutionsFailed"):
         assert metric in body
+
+
+def test_a_pool_changed_after_the_construct_is_checked_again_at_synth() -> None:
+    stack = Stack(App(context=CDK_CONTEXT, builtin_cloud_formation_validation=False), "Ops")
+    pool = cognito.UserPool(
+        stack, "Pool", mfa=cognito.Mfa.OPTIONAL,
+        mfa_second_factor=cognito.MfaSecondFactor(sms=True, otp=True),
+    )  # fmt: skip
+    MfaPolicy(stack, "MfaPolicy", user_pool=pool, policy_file=POLICY)
+    # Later in the app, someone turns the pool's MFA off.
+    cfn_pool = pool.node.default_child
+    assert isinstance(cfn_pool, cognito.CfnUserPool)
+    cfn_pool.mfa_configuration = "OFF"
+
+    with pytest.raises(RuntimeError, match=r"the policy enables .* does not offer"):
+        Template.from_stack(stack)
