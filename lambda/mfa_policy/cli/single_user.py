@@ -19,6 +19,23 @@ factor unless --force, sends only the settings that change something, and prints
 before and after. Identify the user with --access-token (their own token), or with
 --user-pool-id and --username (the admin API)."""
 
+SET_EPILOG = """\
+exit codes:
+  0  done (a dry run or a request that changes nothing included)
+  1  error or refusal (the message says why and how to override, where you can)
+
+example:
+  mfa-policy {command} {who} \\
+      --software-token-mfa-settings Enabled=true,PreferredMfa=true --dry-run"""
+
+GET_EPILOG = """\
+exit codes:
+  0  printed
+  1  error (unknown user or pool, not authorized, bad options)
+
+example:
+  mfa-policy get-user-mfa --user-pool-id eu-west-1_AbCdEfGhI --username ana -c mfa-policy.yaml"""
+
 SETTINGS_HELP = "{name} MFA: Enabled=true|false,PreferredMfa=true|false, or JSON, or file://PATH"
 
 
@@ -28,6 +45,10 @@ def register(commands: Any) -> None:
         "set-user-mfa-preference",
         help="set one user's MFA preference (a safer `aws cognito-idp set-user-mfa-preference`)",
         description=SET_DESCRIPTION,
+        epilog=SET_EPILOG.format(
+            command="set-user-mfa-preference", who='--access-token "file://token.txt"'
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_set_arguments(user, admin=False)
     user.set_defaults(handler=_cmd_set, admin_command=False)
@@ -36,6 +57,11 @@ def register(commands: Any) -> None:
         "admin-set-user-mfa-preference",
         help="the same, by --user-pool-id and --username (the admin API)",
         description=SET_DESCRIPTION,
+        epilog=SET_EPILOG.format(
+            command="admin-set-user-mfa-preference",
+            who="--user-pool-id eu-west-1_AbCdEfGhI --username ana",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_set_arguments(admin, admin=True)
     admin.set_defaults(handler=_cmd_set, admin_command=True)
@@ -45,6 +71,8 @@ def register(commands: Any) -> None:
         help="show one user's MFA factors and which policy rule matches them, and why",
         description="Print one user's enabled and preferred MFA factors; with -c, which rule "
         "of the policy matches them, why, and what the policy wants for them.",
+        epilog=GET_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_user_arguments(get, admin=False)
     get.add_argument(
@@ -61,7 +89,12 @@ def _add_user_arguments(parser: argparse.ArgumentParser, *, admin: bool) -> None
             metavar="TOKEN",
             help="the user's own access token (or file://PATH); never printed",
         )
-    parser.add_argument("--user-pool-id", metavar="ID", help="user pool (admin API)")
+    parser.add_argument(
+        "--user-pool-id",
+        metavar="ID",
+        help="the Cognito user pool, e.g. eu-west-1_AbCdEfGhI (admin API; its Region is the "
+        "default Region)",
+    )
     parser.add_argument("--username", metavar="NAME", help="username or alias (admin API)")
 
 
