@@ -214,6 +214,11 @@ class MfaRead:
     enabled: bool | None = None
     status: str | None = None
 
+    @property
+    def sub(self) -> str | None:
+        """The sub of the user Cognito answered for."""
+        return self.attributes.get("sub") or None
+
 
 @dataclass(frozen=True)
 class PoolMfaConfig:

@@ -1,7 +1,8 @@
 """What a run remembers between slices and runs: checkpoints, write intents, probe results.
 
 Local files here; the Lambda keeps the same files under /tmp and syncs them with the report
-bucket at the start and end of each slice.
+bucket at the start and end of each slice. None of them holds a username: users are keyed by
+their ``sub``, which is an opaque id, while a username is often an email address.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Intent:
     """A write about to be sent: enough to report it truthfully if the process dies after it."""
 
     page: int
-    username: str
+    sub: str
     before: MfaState
     target: MfaState
     #: Cognito's refusals (engine ``Rejection`` values) before this request, in order: a
@@ -78,7 +79,7 @@ class Intent:
 
 
 class IntentJournal:
-    """Write-ahead log of the pages in flight. Cleared page by page as they commit."""
+    """Write-ahead log of the pages in flight, by sub. Cleared page by page as they commit."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -90,22 +91,24 @@ class IntentJournal:
                     raw = json.loads(line)
                 except ValueError:
                     continue  # the last line of a killed process may be cut short
-                self._intents[raw["username"]] = Intent(
+                if "sub" not in raw:
+                    continue  # an older journal, keyed by username: nothing can match it
+                self._intents[raw["sub"]] = Intent(
                     raw["page"],
-                    raw["username"],
+                    raw["sub"],
                     MfaState.from_dict(raw["before"]),
                     MfaState.from_dict(raw["target"]),
                     tuple(raw.get("rejections", ())),
                 )
 
-    def get(self, username: str) -> Intent | None:
+    def get(self, sub: str) -> Intent | None:
         with self._lock:
-            return self._intents.get(username)
+            return self._intents.get(sub)
 
     def record(self, intent: Intent) -> None:
         line = json.dumps(_intent_dict(intent))
         with self._lock:
-            self._intents[intent.username] = intent
+            self._intents[intent.sub] = intent
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
                 f.flush()
@@ -124,7 +127,7 @@ class IntentJournal:
 def _intent_dict(intent: Intent) -> dict[str, Any]:
     data: dict[str, Any] = {
         "page": intent.page,
-        "username": intent.username,
+        "sub": intent.sub,
         "before": intent.before.to_dict(),
         "target": intent.target.to_dict(),
     }
