@@ -21,10 +21,12 @@ from botocore.config import Config
 from mfa_policy.aws.gateway import CLIENT_CONFIG, CognitoError, CognitoGateway, RetryPolicy
 from mfa_policy.cli.main import main
 from mfa_policy.core.engine import Mode
-from mfa_policy.core.model import Factor, MfaState
+from mfa_policy.core.model import Factor, FactorWrite, MfaRequest, MfaState
+from mfa_policy.core.plan import PlannedChange
 from mfa_policy.core.policy import Policy, parse_policy
 from mfa_policy.core.report import LocalReport
 from mfa_policy.run.local_run import run_locally
+from mfa_policy.run.plan_apply import apply_change
 from mfa_policy.run.runner import Runner
 from mfa_policy.run.state import IntentJournal, ProbeMemory
 from mfa_policy.standin import CognitoStandIn
@@ -328,6 +330,41 @@ def test_a_write_whose_every_answer_was_lost_is_read_again_and_reported_as_it_st
     assert (lost["outcome"], lost["error"]) == ("failed", "InternalErrorException")
     assert lost["after"] == BOTH_SMS_PREFERRED  # what Cognito holds, not null
     assert lost["reason"].endswith("read again after it: not applied")
+
+
+def test_a_planned_write_whose_answer_was_lost_is_read_again(standin, pool_id, make_user):
+    for name in ("landed", "lost"):
+        seed_totp_and_sms(make_user, pool_id, name)
+    observed = MfaState(frozenset({Factor.TOTP, Factor.SMS}), Factor.SMS)
+    request = MfaRequest(
+        {
+            Factor.TOTP: FactorWrite(enabled=True, preferred=True),
+            Factor.SMS: FactorWrite(enabled=True, preferred=False),
+        }
+    )
+    standin.server_errors(
+        "AdminSetUserMFAPreference",
+        times=None,
+        match=lambda body: body.get("Username") == "landed",
+        after_handling=True,
+    )
+    standin.server_errors(
+        "AdminSetUserMFAPreference", times=None, match=lambda body: body.get("Username") == "lost"
+    )
+    gateway = CognitoGateway(
+        standin.client(config=CLIENT_CONFIG), pool_id, retry=RetryPolicy(base_delay=0.001)
+    )
+
+    rows = {
+        name: apply_change(
+            gateway, PlannedChange(name, f"sub-{name}", "everyone", "", "", observed, request)
+        )
+        for name in ("landed", "lost")
+    }
+
+    assert (rows["landed"]["outcome"], rows["landed"]["after"]) == ("changed", BOTH_TOTP_PREFERRED)
+    assert (rows["lost"]["outcome"], rows["lost"]["after"]) == ("failed", BOTH_SMS_PREFERRED)
+    assert rows["lost"]["reason"].endswith("read again after it: not applied")
 
 
 # ---- retry budgets ---------------------------------------------------------------------------
