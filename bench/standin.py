@@ -36,7 +36,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -86,10 +86,25 @@ class Quotas:
     user_resource_update: float | None = 25
     user_list: float | None = 30
     user_pool_read: float | None = 20
+    #: Seconds of requests a bucket holds when full: 1 (the moto stand-in's), or 0 for a
+    #: service with no burst at all (a bucket of one token), as Cognito's quotas are documented.
+    burst: float = 1.0
 
     @classmethod
     def raised(cls, factor: float = 1000) -> Quotas:
         return cls(120 * factor, 25 * factor, 30 * factor, 20 * factor)
+
+    def no_burst(self) -> Quotas:
+        return replace(self, burst=0.0)
+
+
+#: Quota category -> the name Cognito's usage metrics give it (dimension ``Resource``).
+USAGE_RESOURCE = {
+    "user_read": "UserRead",
+    "user_resource_update": "UserResourceUpdate",
+    "user_list": "UserList",
+    "user_pool_read": "UserPoolRead",
+}
 
 
 # ---- the users ---------------------------------------------------------------------------
@@ -366,9 +381,9 @@ def apply_preference(body: Mapping[str, Any], state: MfaState) -> MfaState:
 
 
 class _Bucket:
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, burst: float = 1.0) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)  # one second of burst, like the moto stand-in
+        self.capacity = max(1.0, rate * burst)
         self.tokens = self.capacity
         self.updated = time.monotonic()
 
@@ -401,6 +416,10 @@ class _Storm:
 Hook = Callable[[str, Mapping[str, Any]], None]
 
 
+def _epoch(value: Any) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float(value)
+
+
 def client_error(code: str, message: str, operation: str, status: int = 400) -> ClientError:
     return ClientError(
         {
@@ -425,8 +444,11 @@ class BenchCognito:
         *,
         latency: tuple[float, float] | None = (0.030, 0.080),
         quotas: Quotas | None = Quotas(),
+        tail: tuple[float, float, float] | None = None,
     ) -> None:
         self.latency = latency
+        #: (share of requests, low, high): that share takes uniform(low, high) s instead.
+        self.tail = tail
         self._quotas = quotas
         self._lock = threading.Lock()  # pools and users
         self._control = threading.Lock()  # counters, buckets, faults
@@ -441,6 +463,10 @@ class BenchCognito:
         self.throttled: Counter[str] = Counter()
         self.rejected: Counter[str] = Counter()  # other errors, by code
         self.writes: Counter[tuple[str, int]] = Counter()  # accepted writes per user
+        #: (category, epoch second) -> [calls, throttles], every caller: CloudWatch's usage.
+        self._usage: dict[tuple[str, int], list[int]] = {}
+        self.metrics_delay = 0.0
+        self.metric_requests = 0
 
     # ---- setup -------------------------------------------------------------------------
 
@@ -480,7 +506,48 @@ class BenchCognito:
                 "writes_accepted": sum(self.writes.values()),
                 "users_written": len(self.writes),
                 "users_by_writes": {str(k): v for k, v in sorted(per_user.items())},
+                "metric_requests": self.metric_requests,
             }
+
+    # ---- CloudWatch usage metrics (AWS/Usage CallCount and ThrottleCount) ---------------
+
+    def get_metric_data(self, **request: Any) -> dict[str, Any]:
+        """CloudWatch's GetMetricData over this service's usage, every caller counted.
+
+        Only complete periods older than ``metrics_delay`` seconds are returned, as CloudWatch
+        publishes usage metrics after the period ends; newest first.
+        """
+        start = _epoch(request["StartTime"])
+        end = min(_epoch(request["EndTime"]), time.time() - self.metrics_delay)
+        with self._control:
+            usage = dict(self._usage)
+            self.metric_requests += 1
+        results = []
+        for query in request["MetricDataQueries"]:
+            stat = query["MetricStat"]
+            metric = stat["Metric"]
+            period = int(stat["Period"])
+            dimensions = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+            category = next(
+                (c for c, name in USAGE_RESOURCE.items() if name == dimensions.get("Resource")),
+                None,
+            )
+            column = 0 if metric["MetricName"] == "CallCount" else 1
+            sums: Counter[int] = Counter()
+            for (cat, second), counts in usage.items():
+                if cat == category and start <= second < end:
+                    sums[second - second % period] += counts[column]
+            # Only periods that ended before `end`; a period with no request has no datapoint.
+            points = sorted((t for t in sums if t + period <= end), reverse=True)
+            results.append(
+                {
+                    "Id": query["Id"],
+                    "Timestamps": [datetime.fromtimestamp(t, UTC) for t in points],
+                    "Values": [float(sums[t]) for t in points],
+                    "StatusCode": "Complete",
+                }
+            )
+        return {"MetricDataResults": results}
 
     # ---- faults ------------------------------------------------------------------------
 
@@ -563,8 +630,11 @@ class BenchCognito:
         error: tuple[str, str, int] | None = None
         with self._control:
             now = time.monotonic()
+            usage = self._usage.setdefault((CATEGORY[operation], int(time.time())), [0, 0])
+            usage[0] += 1
             if any(storm.throttles(now) for storm in self._storms) or not self._take(operation):
                 self.throttled[operation] += 1
+                usage[1] += 1
                 error = ("TooManyRequestsException", "Rate exceeded", 400)
             else:
                 for key in (operation, None):
@@ -572,7 +642,10 @@ class BenchCognito:
                         self._server_errors[key] -= 1
                         error = ("InternalErrorException", "An internal error occurred.", 500)
                         break
-        if self.latency:
+        tail = self.tail
+        if tail is not None and random.random() < tail[0]:
+            time.sleep(random.uniform(tail[1], tail[2]))
+        elif self.latency:
             time.sleep(random.uniform(*self.latency))
         if error is not None:
             raise client_error(error[0], error[1], operation, error[2])
@@ -585,7 +658,7 @@ class BenchCognito:
             return True
         bucket = self._buckets.get(category)
         if bucket is None:
-            bucket = self._buckets[category] = _Bucket(rate)
+            bucket = self._buckets[category] = _Bucket(rate, quotas.burst)
         return bucket.take()
 
     def _reject(self, code: str, message: str, operation: str) -> ClientError:
@@ -792,6 +865,8 @@ def serve(cognito: BenchCognito, host: str = "127.0.0.1", port: int = 0) -> Thre
             elif command == "reset_counters":
                 cognito.reset_counters()
                 self._send(200, {})
+            elif command == "get_metric_data":
+                self._send(200, cognito.get_metric_data(**request))
             elif command == "settings":
                 if "latency" in request:
                     latency = request["latency"]
@@ -799,6 +874,11 @@ def serve(cognito: BenchCognito, host: str = "127.0.0.1", port: int = 0) -> Thre
                 if "quotas" in request:
                     quotas = request["quotas"]
                     cognito.quotas = Quotas(**quotas) if quotas is not None else None
+                if "tail" in request:
+                    tail = request["tail"]
+                    cognito.tail = (float(tail[0]), float(tail[1]), float(tail[2])) if tail else None
+                if "metrics_delay" in request:
+                    cognito.metrics_delay = float(request["metrics_delay"])
                 self._send(200, {})
             else:
                 self._send(404, {"message": f"unknown command {command}"})
@@ -878,6 +958,10 @@ class RemoteStandIn:
             config=config or CLIENT_CONFIG,
         )
 
+    def cloudwatch(self) -> RemoteCloudWatch:
+        """A CloudWatch client (GetMetricData only) over this stand-in's usage metrics."""
+        return RemoteCloudWatch(self)
+
     def close(self) -> None:
         self.process.terminate()
         try:
@@ -890,6 +974,26 @@ class RemoteStandIn:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RemoteCloudWatch:
+    """The bench's injected CloudWatch client: GetMetricData answered by the stand-in."""
+
+    def __init__(self, remote: RemoteStandIn) -> None:
+        self._remote = remote
+
+    def get_metric_data(self, **request: Any) -> dict[str, Any]:
+        payload = {
+            **request,
+            "StartTime": _epoch(request["StartTime"]),
+            "EndTime": _epoch(request["EndTime"]),
+        }
+        response: dict[str, Any] = self._remote._post("get_metric_data", payload)
+        for result in response["MetricDataResults"]:
+            result["Timestamps"] = [
+                datetime.fromtimestamp(float(t), UTC) for t in result["Timestamps"]
+            ]
+        return response
 
 
 def iter_usernames(size: int) -> Iterator[str]:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mfa_policy.aws.gateway import CognitoGateway
-from mfa_policy.cli.demo import demo_policy
+from mfa_policy.cli.demo import DEMO_POLICY, demo_policy
 from mfa_policy.core.engine import Mode
 from mfa_policy.core.policy import parse_policy
 from mfa_policy.exceptions import PreflightError
@@ -396,7 +396,9 @@ def test_apply_stopped_half_way_resumes_to_the_report_of_an_uninterrupted_run(
         standin, whole_pool.pool_id, Mode.APPLY, tmp_path, "whole", state_dir=tmp_path / "s1"
     )
 
-    stop = StopAfterPages(1)
+    # Stopped before a second page is listed (pages are listed ahead of the reads, so a pool of
+    # three pages is otherwise all in flight at once): a slice takes at least its first page.
+    stop = StopAfterPages(0)
     first, first_rows = run(
         standin,
         split_pool.pool_id,
@@ -408,8 +410,7 @@ def test_apply_stopped_half_way_resumes_to_the_report_of_an_uninterrupted_run(
         on_rows=stop.on_rows,
     )
     assert not first["complete"]
-    # The page listed while the first one was processed still finishes: 2 of 3 pages.
-    assert len(first_rows) == 120 < split_pool.total
+    assert len(first_rows) == 60 < split_pool.total
     resumed = run_locally(
         demo_policy(),
         split_pool.pool_id,
@@ -819,3 +820,42 @@ def test_pool_with_mfa_off_refuses_a_policy_that_enables_a_factor(
         )
 
     assert standin.calls.get("AdminSetUserMFAPreference", 0) == 0
+
+
+# ---- users decided from the listing alone ----------------------------------------------------
+
+
+def test_unmanaged_and_deferred_users_are_not_read_and_their_rows_say_so(
+    standin, demo_pool, tmp_path
+):
+    """Only the admins' rule, rolled out to half of them: everyone else is unmanaged, and the
+    admins outside the rollout are deferred; neither costs an AdminGetUser."""
+    document = {
+        **DEMO_POLICY,
+        "rules": [
+            {
+                "name": "admins",
+                "match": {"groups": ["admins"]},
+                "factors": {"totp": "preferred", "sms": "disabled"},
+                "rollout": {"percent": 50},
+            }
+        ],
+    }
+    policy = parse_policy(document, source="test")
+    pool = demo_pool(POOL_SIZE, 21)
+    summary, rows = run(standin, pool.pool_id, Mode.DRIFT, tmp_path, "r", policy=policy)
+
+    outcomes = Counter(row["outcome"] for row in rows)
+    assert outcomes["unmanaged"] > POOL_SIZE // 2
+    assert outcomes["deferred"] >= 1
+    for row in rows:
+        if row["outcome"] in ("unmanaged", "deferred", "excluded", "skipped"):
+            assert row["before"] is None, row
+    deferred = [row for row in rows if row["outcome"] == "deferred"]
+    assert all(row["rule"] == "admins" for row in deferred)
+    assert all(row["reason"] == "outside the rule's 50% rollout; not read" for row in deferred)
+    read = sum(1 for row in rows if row["before"] is not None)
+    assert summary["counts"]["api_calls"]["admin_get_user"] == read
+    assert read == len(rows) - sum(
+        outcomes[o] for o in ("unmanaged", "deferred", "excluded", "skipped")
+    )

@@ -1,7 +1,8 @@
 """The only code that calls ``cognito-idp``. Takes its client as an argument.
 
-Every call goes through one path: wait for the quota category's bucket, send, and on
-throttling, 5xx or a timeout slow the bucket down and retry with backoff. Responses are
+Every call goes through one path: wait for the quota category's paced budget, send, tell the
+budget the answer, and on throttling slow it down (at most once per window) and retry with
+backoff; 5xx and timeouts are retried with backoff too. Responses are
 normalized here (absent, ``""`` and ``[]`` all mean "none"), so nothing above this module
 sees Cognito's wire shapes.
 """
@@ -196,6 +197,8 @@ class CognitoGateway:
             try:
                 response: dict[str, Any] = getattr(self.client, operation)(**kwargs)
                 self.counters.count(operation)
+                if self.limiter is not None:
+                    self.limiter.answered(category, throttled=False)
                 return response
             except ClientError as exc:
                 error = exc.response.get("Error", {})
@@ -204,6 +207,8 @@ class CognitoGateway:
                 status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
                 throttled = code in _THROTTLE_CODES or status == 429
                 self.counters.count(operation, throttled=throttled)
+                if self.limiter is not None:
+                    self.limiter.answered(category, throttled=throttled)
                 if throttled:
                     throttles += 1
                     if throttles >= self.retry.throttle_attempts:

@@ -1,8 +1,12 @@
-"""Client-side rate limits: one adaptive token bucket per Cognito quota category.
+"""Client-side rate limits: one paced, AIMD-governed budget per Cognito quota category.
 
-Cognito's quotas are per account and Region and shared with the live application, so the tool
-spends only the budget the policy grants it, and backs off further when Cognito says it is
-throttling (someone else is using the quota too).
+Cognito documents its quotas only as requests per second, so plan for no burst at all: each
+category hands out evenly spaced send times at its current rate, and a pause banks nothing
+(after any idle time one request may go at once, the next one a full interval later: a bucket
+of one token). Cognito's quotas are per account and Region and shared with the live
+application, so a throttle lowers the rate, multiplicatively but at most once per window per
+category (one congestion event arrives as many throttled replies), and each second without one
+wins back a fixed share of the configured budget (additive increase) up to that budget.
 """
 
 from __future__ import annotations
@@ -22,57 +26,130 @@ class Category(StrEnum):
     USER_POOL_READ = "user_pool_resource_read"
 
 
-class TokenBucket:
-    """A reservation-based token bucket: callers reserve a slot and sleep outside the lock.
+#: A cut keeps this share of the rate (TCP's AIMD uses 0.5; a throttle here is one quota
+#: category's sign of congestion, and a gentler cut keeps the budget busy with no burst).
+DECREASE = 0.85
+#: At most one cut per this many seconds per category: the throttles of one congestion event
+#: arrive within about one round trip plus the retry backoff.
+CUT_WINDOW = 1.0
+#: Additive increase: the share of the budget won back per second without a cut.
+INCREASE_PER_SECOND = 0.02
+#: The rate never falls below this share of the budget (nor below MIN_RATE).
+FLOOR = 0.05
+MIN_RATE = 0.2
 
-    ``slow_down`` cuts the rate after a throttle; each granted request then wins a little of it
-    back, so a shared quota under pressure converges to what is actually available.
+
+class PacedBudget:
+    """Evenly spaced send times at ``rate``; AIMD on throttles; thread-safe.
+
+    ``acquire`` reserves the next slot under the lock and sleeps outside it, so concurrent
+    callers are spread one interval apart. ``ceiling`` is what the rate recovers to: the
+    configured budget, or less when the live application's usage says so (``set_ceiling``).
     """
 
     def __init__(
         self,
         rate: float,
         *,
-        min_rate: float | None = None,
+        decrease: float = DECREASE,
+        window: float = CUT_WINDOW,
+        increase_per_second: float = INCREASE_PER_SECOND,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
-        self.target_rate = rate
+        self.budget = rate
+        self.ceiling = rate
         self.rate = rate
-        self.min_rate = min_rate if min_rate is not None else max(rate / 20, 0.2)
-        self.capacity = max(1.0, rate / 10)
-        self._tokens = self.capacity
+        self.decrease = decrease
+        self.window = window
+        self.increase_per_second = increase_per_second
+        self.cuts = 0
         self._clock = clock
         self._sleep = sleep
-        self._last = clock()
         self._lock = threading.Lock()
+        now = clock()
+        self._next_slot = now
+        self._last_cut = now - window
+        self._last_growth = now
+
+    @property
+    def floor(self) -> float:
+        return max(MIN_RATE, self.budget * FLOOR)
 
     def acquire(self) -> float:
-        """Block until a request may be sent; returns the seconds waited."""
+        """Block until this caller's send time; returns the seconds waited."""
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            self._tokens -= 1
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-            # Recover additively: about ten seconds from the floor back to the target.
-            self.rate = min(self.target_rate, self.rate + self.target_rate / (10 * self.rate))
+            self._grow(now)
+            # max(): an idle budget banks nothing; the schedule restarts from now.
+            slot = max(self._next_slot, now)
+            self._next_slot = slot + 1 / self.rate
+        wait = slot - now
         if wait > 0:
             self._sleep(wait)
         return wait
 
-    def slow_down(self, factor: float = 0.7) -> None:
+    def slow_down(self) -> bool:
+        """A throttle was received: cut the rate, unless this window already had its cut."""
         with self._lock:
-            self.rate = max(self.min_rate, self.rate * factor)
+            now = self._clock()
+            if now - self._last_cut < self.window:
+                return False
+            self._grow(now)
+            self._last_cut = now
+            self.cuts += 1
+            self._set_rate(max(self.floor, self.rate * self.decrease), now)
+            return True
+
+    def set_ceiling(self, ceiling: float) -> None:
+        """Recover to at most ``ceiling`` (within the configured budget) from now on."""
+        with self._lock:
+            now = self._clock()
+            self._grow(now)
+            self.ceiling = min(self.budget, max(self.floor, ceiling))
+            if self.rate > self.ceiling:
+                self._set_rate(self.ceiling, now)
+
+    def _grow(self, now: float) -> None:
+        elapsed = now - self._last_growth
+        self._last_growth = now
+        if self.rate < self.ceiling and elapsed > 0:
+            grown = self.rate + self.budget * self.increase_per_second * elapsed
+            self._set_rate(min(self.ceiling, grown), now)
+
+    def _set_rate(self, rate: float, now: float) -> None:
+        # Slots already handed out keep their times; the next one is one new interval after
+        # the last reserved send, so a cut takes effect at once and a rise never bunches sends.
+        previous = self.rate
+        self.rate = rate
+        if self._next_slot > now:
+            last_sent = self._next_slot - 1 / previous
+            self._next_slot = max(now, last_sent + 1 / rate)
 
 
 class RateLimiter:
-    """The buckets of one run, by category; unknown categories are not limited."""
+    """The budgets of one run, by category; unknown categories are not limited."""
 
-    def __init__(self, rates: Mapping[Category, float]) -> None:
-        self.buckets = {category: TokenBucket(rate) for category, rate in rates.items()}
+    def __init__(
+        self,
+        rates: Mapping[Category, float],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.buckets = {
+            category: PacedBudget(rate, clock=clock, sleep=sleep)
+            for category, rate in rates.items()
+        }
+        #: Told of every answer (category, throttled): how the run's own usage is measured.
+        self.observer: Callable[[Category, bool], None] | None = None
+
+    def answered(self, category: Category, *, throttled: bool) -> None:
+        observer = self.observer
+        if observer is not None:
+            observer(category, throttled)
 
     def acquire(self, category: Category) -> None:
         bucket = self.buckets.get(category)
@@ -83,3 +160,8 @@ class RateLimiter:
         bucket = self.buckets.get(category)
         if bucket is not None:
             bucket.slow_down()
+
+    def set_ceiling(self, category: Category, ceiling: float) -> None:
+        bucket = self.buckets.get(category)
+        if bucket is not None:
+            bucket.set_ceiling(ceiling)

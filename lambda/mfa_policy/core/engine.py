@@ -184,6 +184,31 @@ def out_of_scope(policy: Policy, user: User) -> Decision | None:
     return None
 
 
+def decide_unread(policy: Policy, user: User) -> Decision | None:
+    """The decision for a user whose outcome ListUsers alone settles, or None (read them).
+
+    Besides the users the policy never manages (``out_of_scope``), no rule matching
+    (``unmanaged``) and a matching rule whose rollout leaves the user out (``deferred``) depend
+    only on the listing (groups, username, attributes, status, sub), so such users cost no
+    read. A deferred user is reported deferred whatever their MFA state, since it is unknown.
+    """
+    unmanaged = out_of_scope(policy, user)
+    if unmanaged is not None:
+        return unmanaged
+    base = Decision(user.username, user.sub, None, Outcome.UNMANAGED, "no rule matches", user.mfa)
+    rule = matching_rule(policy, user)
+    if rule is None:
+        return base
+    if rule.rollout_percent is not None and not in_rollout(user.sub, rule.rollout_percent):
+        return replace(
+            base,
+            rule=rule.name,
+            outcome=Outcome.DEFERRED,
+            reason=f"outside the rule's {rule.rollout_percent:g}% rollout; not read",
+        )
+    return None
+
+
 def decide(policy: Policy, user: User, mode: Mode, *, probe_allowed: bool = True) -> Decision:
     """Decide one user. In apply mode ``probe_allowed`` says whether to try enabling TOTP."""
     unmanaged = out_of_scope(policy, user)

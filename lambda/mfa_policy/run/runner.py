@@ -1,8 +1,9 @@
 """A run: preflight, enumerate, read, decide, write, and stream one report row per user.
 
-Pages of ListUsers are processed two at a time (the next page's reads overlap this page's
-writes, so neither quota sits idle) and committed in order: rows appended to the report, then
-the checkpoint saved. A run stopped at a time budget, or killed, resumes after its last
+Pages of ListUsers are listed ahead of the reads, up to ``PAGES_IN_FLIGHT`` at a time, so that
+one slow call (a latency tail) holds up only its own page's commit, never the budget: the
+workers keep reading and writing the later pages meanwhile. Pages are committed in order, as
+soon as each is complete: rows appended to the report, then the checkpoint saved. A run stopped at a time budget, or killed, resumes after its last
 committed page; the write-intent journal lets it report users it changed just before dying
 as ``changed`` with their true before-state.
 """
@@ -13,21 +14,22 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from mfa_policy.aws.gateway import CognitoError, CognitoGateway, ListedUser
+from mfa_policy.aws.gateway import CallCounters, CognitoError, CognitoGateway, ListedUser
 from mfa_policy.aws.ratelimit import Category, RateLimiter
 from mfa_policy.aws.tokens import TOKEN_OTHER_USER, TokenProblem, TokenSource, binding_problem
+from mfa_policy.aws.usage import DEFAULT_QUOTAS, QuotaShare
 from mfa_policy.core.engine import (
     Decision,
     Mode,
     Rejection,
     after_rejection,
     decide,
-    out_of_scope,
+    decide_unread,
 )
 from mfa_policy.core.model import Factor, MfaRead, MfaState, Outcome, User
 from mfa_policy.core.policy import Policy
@@ -35,7 +37,9 @@ from mfa_policy.core.report import Counts, mask_identifier
 from mfa_policy.exceptions import PreflightError, RunError
 from mfa_policy.run.state import Checkpoint, Intent, IntentJournal, ProbeMemory
 
-PAGES_IN_FLIGHT = 2
+#: Pages listed but not yet committed. Eight pages are 480 users, four seconds of Cognito's
+#: UserRead quota: a call as slow as 2 s does not idle the budget. Memory is bounded by it.
+PAGES_IN_FLIGHT = 8
 ADMIN = "admin"
 ACCESS_TOKEN = "access-token"  # noqa: S105 (the auth mode's name)
 
@@ -135,6 +139,7 @@ class Runner:
         tokens: TokenSource | None = None,
         workers: int = 32,
         on_rows: Callable[[list[Row]], None] | None = None,
+        pages_in_flight: int = PAGES_IN_FLIGHT,
     ) -> None:
         if auth == ACCESS_TOKEN and tokens is None:
             raise RunError("access-token mode needs a token table (--token-table)")
@@ -149,6 +154,7 @@ class Runner:
         self.tokens = tokens
         self.workers = workers
         self.on_rows = on_rows
+        self.pages_in_flight = max(1, pages_in_flight)
 
     def start(self, run_id: str | None = None) -> Checkpoint:
         """Preflight and a fresh checkpoint; raises PreflightError before anything is written."""
@@ -188,9 +194,14 @@ class Runner:
         listed_all = False
         with ThreadPoolExecutor(self.workers, thread_name_prefix="user") as pool:
             while True:
+                # Commit every complete page at the head, in order, before listing more.
+                while in_flight and all(f.done() for f in in_flight[0][2]):
+                    committed, token_after, futures = in_flight.popleft()
+                    rows = [f.result() for f in futures]
+                    checkpoint = self._commit(checkpoint, committed, token_after, rows)
                 # A slice always takes at least one page, so a loop of slices always progresses.
-                while (
-                    len(in_flight) < PAGES_IN_FLIGHT
+                if (
+                    len(in_flight) < self.pages_in_flight
                     and not listed_all
                     and (page == first_page or keep_going())
                 ):
@@ -203,8 +214,10 @@ class Runner:
                     in_flight.append((page, users_page.next_token, futures))
                     page, token = page + 1, users_page.next_token
                     listed_all = token is None
+                    continue
                 if not in_flight:
                     break
+                # The window is full (or the listing is done): wait for the oldest page.
                 committed, token_after, futures = in_flight.popleft()
                 rows = [f.result() for f in futures]
                 checkpoint = self._commit(checkpoint, committed, token_after, rows)
@@ -260,11 +273,11 @@ class Runner:
         self, listed: ListedUser, page: int, groups: Mapping[str, frozenset[str]], token: str | None
     ) -> Row:
         member_of = frozenset(g for g, members in groups.items() if listed.username in members)
-        # No read for a user whose outcome does not depend on their MFA state: one read per
-        # in-scope user. Such a row has no before-state.
-        unmanaged = out_of_scope(self.policy, as_user(listed, member_of))
-        if unmanaged is not None:
-            return row_of(_Outcome(unmanaged, read=False), self.mode)
+        # No read for a user whose outcome does not depend on their MFA state (excluded,
+        # skipped, unmanaged, deferred): such a row has no before-state.
+        unread = decide_unread(self.policy, as_user(listed, member_of))
+        if unread is not None:
+            return row_of(_Outcome(unread, read=False), self.mode)
         skeleton = Decision(listed.username, listed.sub, None, Outcome.SKIPPED, "", MfaState())
         if self.auth == ACCESS_TOKEN and token is None:
             return row_of(
@@ -485,12 +498,25 @@ def execute_slice(
     checkpoint: Checkpoint | None,
     run_id: str,
     keep_going: Callable[[], bool],
+    quota_share: QuotaShareSettings | None = None,
     **runner_options: Any,
 ) -> Checkpoint:
-    """One slice of a run as every driver runs it: a gateway paced by the policy's rate limits,
-    the pool's probe memory, a start (preflight) or a resume, then the slice; probes closed.
+    """One slice of a run as every driver runs it: a gateway paced by the policy's rate limits
+    (kept under what the live application leaves, with ``quota_share``), the pool's probe
+    memory, a start (preflight) or a resume, then the slice; probes closed.
     ``runner_options`` are the Runner's own (mode, report, journal, save_checkpoint, ...)."""
-    gateway = CognitoGateway(client, user_pool_id, limiter=rate_limiter_for(policy))
+    limiter = rate_limiter_for(policy)
+    gateway = CognitoGateway(client, user_pool_id, limiter=limiter)
+    share = None
+    if quota_share is not None:
+        share = quota_share.attach(limiter, gateway.counters)
+        try:
+            share.start()
+        except Exception as exc:
+            raise RunError(
+                "cannot read Cognito's usage metrics from CloudWatch (the run needs "
+                f"cloudwatch:GetMetricData to share the quota): {exc}"
+            ) from None
     probes = ProbeMemory(probe_db, reprobe_after_days=policy.enrollment.reprobe_after_days)
     try:
         runner = Runner(gateway, policy, probes=probes, **runner_options)
@@ -499,3 +525,29 @@ def execute_slice(
         return runner.run_slice(checkpoint, keep_going)
     finally:
         probes.close()
+        if share is not None:
+            share.stop()
+
+
+@dataclass(frozen=True)
+class QuotaShareSettings:
+    """Share the quota with the live application: CloudWatch client, headroom, quotas."""
+
+    cloudwatch: Any
+    headroom: float
+    quotas: Mapping[Category, float] = field(default_factory=lambda: dict(DEFAULT_QUOTAS))
+    period: int = 60
+
+    def attach(self, limiter: RateLimiter, counters: CallCounters) -> QuotaShare:
+        share = QuotaShare(
+            self.cloudwatch,
+            limiter,
+            headroom=self.headroom,
+            quotas=self.quotas,
+            period=self.period,
+            on_request=lambda: counters.count("get_metric_data"),
+        )
+        limiter.observer = lambda category, throttled: share.own.sent(
+            category, throttled=throttled
+        )
+        return share
