@@ -1,45 +1,46 @@
-"""Throughput: a drift scan and a migration to TOTP-preferred, against quotas and latency.
+"""Throughput: drift scans and migrations, end to end, on three kinds of strict service.
 
-mfa-policy (the CLI's code path, a real boto3 client over HTTP) runs side by side with what
-operators script today, all against the same bench stand-in, in its own process on 127.0.0.1,
-enforcing Cognito's quotas (UserRead 120/s, UserResourceUpdate 25/s, UserList 30/s) with 30-80 ms
-of latency per request:
+Every tool runs as its own process against the bench stand-in (its own process on 127.0.0.1),
+timed from process start to exit. The stand-in enforces Cognito's quotas (UserRead 120/s,
+UserResourceUpdate 25/s, UserList 30/s) with 30-80 ms of latency, in three modes:
 
-- (a) the AWS CLI in a shell loop: one ``aws cognito-idp admin-get-user`` (scan) or
-  ``admin-set-user-mfa-preference --software-token-mfa-settings Enabled=true,PreferredMfa=true``
-  (migration) process per user, after one ``list-users``;
-- (b) a sequential boto3 script: list, then per user ``admin_get_user`` and, when TOTP is not
-  preferred, ``admin_set_user_mfa_preference``; standard retries, no concurrency.
+- ``burst``: a token bucket per category holding one second of requests (the old stand-in);
+- ``no burst``: a bucket of one token (requests at least 1/rate apart, judged by the time each
+  left its client), as Cognito documents its quotas: requests per second, no burst;
+- ``no burst + tail``: the same, and 1% of requests take 1-2 s (p99 about 1 s).
 
-The baselines run on a subset of users and are extrapolated (their rate is constant: one user
-after another). "Fraction of budget" is the requests of the bottleneck quota category that
-Cognito accepted (throttled ones excluded) divided by (configured rate x wall time).
+Tools: mfa-policy (the `mfa-policy` CLI, `bench.cli_child`), a competent concurrent script
+(`bench.competent`: thread pool + botocore adaptive retries) at several worker counts, and the
+weak peers (a sequential boto3 script, an AWS CLI loop: subsets, extrapolated). A bursty live
+application (65-115 AdminGetUser/s, its rate changing every 1-4 s) shares the UserRead quota in
+the last table, alone and beside mfa-policy with and without ``--share-quota``.
 
-    .venv/bin/python -m bench.throughput [--seconds 40] [--rates both|quota|default]
+    .venv/bin/python -m bench.throughput [--seconds 30] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from bench.common import (
     DEFAULT_RATES,
-    LISTS,
     QUOTA_RATES,
-    READS,
     UNLIMITED_RATES,
     WRITES,
     bench_policy,
@@ -49,7 +50,7 @@ from bench.common import (
 )
 from bench.standin import BenchCognito, Quotas, RemoteStandIn
 from mfa_policy.core.engine import Mode
-from mfa_policy.core.policy import RateLimits
+from mfa_policy.core.policy import Policy, RateLimits, parse_policy
 
 LATENCY = (0.030, 0.080)
 TOTP = "SOFTWARE_TOKEN_MFA"
@@ -195,67 +196,201 @@ def aws_cli_loop(
     return measured, label
 
 
-# ---- mfa-policy --------------------------------------------------------------------------------
+# ---- mfa-policy and the competent script, each in its own process ---------------------------
+
+MODES = {
+    "burst": {"quotas": Quotas(), "tail": None},
+    "no burst": {"quotas": Quotas(burst=0), "tail": None},
+    "no burst + tail": {"quotas": Quotas(burst=0), "tail": (0.01, 1.0, 2.0)},
+}
+CHILD_ENV = dict(
+    os.environ,
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S106 (dummy)
+    AWS_DEFAULT_REGION="us-east-1",
+)
 
 
-def mfa_policy_run(
-    remote: RemoteStandIn, pool_id: str, mode: Mode, rates: RateLimits, label: str
-) -> Measured:
+def set_mode(remote: RemoteStandIn, mode: str) -> None:
+    settings = MODES[mode]
+    remote.settings(quotas=settings["quotas"].__dict__, tail=settings["tail"])
+
+
+@dataclass
+class Run:
+    """One process's run, counted at the stand-in (every request, throttled or not)."""
+
+    tool: str
+    settings: str
+    users: int
+    wall: float
+    calls: dict[str, int]
+    throttled: dict[str, int]
+    writes_rejected: int
+    failed: int
+    gaps: dict[str, Any]
+    metric_requests: int = 0
+
+    def accepted(self, operation: str) -> int:
+        return self.calls.get(operation, 0) - self.throttled.get(operation, 0)
+
+    @property
+    def requests(self) -> int:
+        return sum(self.calls.values())
+
+    @property
+    def throttle_share(self) -> float:
+        return sum(self.throttled.values()) / max(1, self.requests)
+
+
+def _measure(remote: RemoteStandIn, args: list[str]) -> tuple[float, str, dict[str, Any]]:
     remote.reset_counters()
-    result = run_policy(bench_policy(rates), pool_id, mode, client=remote.client())
-    server = remote.stats()
-    rejected = server["rejected"].get("InvalidParameterException", 0)
-    return Measured(
-        label,
-        result.users,
-        result.wall,
-        reads=result.accepted(READS),
-        writes=result.accepted(WRITES),
-        writes_rejected=rejected,
-        throttled=result.throttled(READS + WRITES + LISTS),
-        failed=result.outcome("failed"),
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=CHILD_ENV,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    wall = time.perf_counter() - start
+    if done.returncode not in (0, 2):  # 2: drift found (or apply unconverged), not an error
+        raise RuntimeError(f"{args[:3]} exited {done.returncode}: {done.stderr[-2000:]}")
+    return wall, done.stdout, remote.stats()
+
+
+def mfa_policy_process(
+    remote: RemoteStandIn,
+    pool_id: str,
+    mode: Mode,
+    rates: RateLimits,
+    workdir: Path,
+    *,
+    share_quota: float | None = None,
+    usage_period: int = 60,
+    policy: Policy | None = None,
+) -> Run:
+    policy = policy or bench_policy(rates)
+    policy_file = workdir / f"policy-{policy.hash}.json"
+    policy_file.write_text(json.dumps(policy.to_dict()), "utf-8")
+    args = ["-m", "bench.cli_child"]
+    if share_quota is not None:
+        args += ["--cloudwatch-standin", remote.endpoint_url]
+    args += [mode.value, "-c", str(policy_file), "--user-pool-id", pool_id]
+    args += ["--state-dir", str(workdir / f"state-{pool_id}"), "--format", "json"]
+    args += ["--endpoint-url", remote.endpoint_url]
+    if share_quota is not None:
+        args += ["--share-quota", str(share_quota), "--usage-period", str(usage_period)]
+    wall, stdout, stats = _measure(remote, args)
+    summary = json.loads(stdout)
+    return Run(
+        "mfa-policy " + mode.value,
+        f"rate_limits {rates.user_read:g}/{rates.user_resource_update:g}/{rates.user_list:g}",
+        int(summary["users"]),
+        wall,
+        stats["calls"],
+        stats["throttled"],
+        stats["rejected"].get("InvalidParameterException", 0),
+        int(summary["counts"]["by_outcome"].get("failed", 0)),
+        stats.get("arrival_gaps_ms", {}),
+        int(stats.get("metric_requests", 0)),
     )
 
 
-class LiveApp:
-    """The application that shares the quota: AdminGetUser at a steady rate on its own pool."""
+def competent_process(remote: RemoteStandIn, pool_id: str, mode: Mode, workers: int) -> Run:
+    args = ["-m", "bench.competent", remote.endpoint_url, pool_id, mode.value, str(workers)]
+    wall, stdout, stats = _measure(remote, args)
+    counts = json.loads(stdout.strip().splitlines()[-1])
+    return Run(
+        f"competent script {mode.value}",
+        f"{workers} workers, adaptive retries",
+        int(counts["users"]),
+        wall,
+        stats["calls"],
+        stats["throttled"],
+        stats["rejected"].get("InvalidParameterException", 0),
+        int(counts["failed"]),
+        stats.get("arrival_gaps_ms", {}),
+    )
 
-    def __init__(self, remote: RemoteStandIn, rate: float) -> None:
-        self.client = remote.client(config=Config(retries={"mode": "standard"}))
+
+# ---- the bursty live application ----------------------------------------------------------------
+
+
+class BurstyApp:
+    """The application sharing UserRead: AdminGetUser on its own pool at a rate that changes
+    every 1-4 s between 65 and 115/s (seeded), each request retried up to 3 attempts with
+    exponential backoff, as botocore's standard mode does. Counts attempts, throttled
+    attempts, requests lost (every attempt throttled) and latency per request."""
+
+    def __init__(self, remote: RemoteStandIn, *, low: float = 65, high: float = 115) -> None:
+        self.client = remote.client(
+            config=Config(retries={"total_max_attempts": 1}, max_pool_connections=64)
+        )
+        self._pool = ThreadPoolExecutor(64, thread_name_prefix="app")
         self.pool_id = remote.create_pool(1000)
-        self.rate = rate
-        self.ok = self.throttled = 0
+        self.low, self.high = low, high
+        self.attempts = self.throttled = self.lost = 0
+        self.latencies: list[float] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _one(self, index: int) -> None:
-        try:
-            self.client.admin_get_user(
-                UserPoolId=self.pool_id, Username=f"user-{index % 1000 + 1:07d}"
-            )
+        start = time.perf_counter()
+        for attempt in range(3):
             with self._lock:
-                self.ok += 1
-        except ClientError:
-            with self._lock:
-                self.throttled += 1
+                self.attempts += 1
+            try:
+                self.client.admin_get_user(
+                    UserPoolId=self.pool_id, Username=f"user-{index % 1000 + 1:07d}"
+                )
+                break
+            except (ClientError, BotoCoreError):
+                with self._lock:
+                    self.throttled += 1
+                if attempt == 2:
+                    with self._lock:
+                        self.lost += 1
+                    return
+                time.sleep(random.uniform(0, 0.05 * 2**attempt))
+        with self._lock:
+            self.latencies.append(time.perf_counter() - start)
 
     def _loop(self) -> None:
+        rng = random.Random(14)
         due, index = time.monotonic(), 0
+        rate, change_at = self.low, due
         while not self._stop.is_set():
-            due += 1 / self.rate
+            if due >= change_at:
+                rate = rng.uniform(self.low, self.high)
+                change_at = due + rng.uniform(1, 4)
+            due += 1 / rate
             time.sleep(max(0.0, due - time.monotonic()))
-            threading.Thread(target=self._one, args=(index,), daemon=True).start()
+            self._pool.submit(self._one, index)
             index += 1
 
-    def __enter__(self) -> LiveApp:
+    def start(self) -> None:
         self._thread.start()
-        time.sleep(1)  # the app is running before the scan starts
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        self._pool.shutdown(wait=True)
+
+    def row(self, label: str, settings: str) -> list[Any]:
+        return [
+            label,
+            settings,
+            self.attempts,
+            f"{self.throttled} ({self.throttled / max(1, self.attempts):.1%})",
+            f"{self.lost} ({self.lost / max(1, self.attempts - self.throttled + self.lost):.2%})",
+            round(self.p99() * 1000),
+        ]
+
+    def p99(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[int(len(ordered) * 0.99)] if ordered else 0.0
 
 
 def write_requests_per_user(mix: str, users: int = 3000) -> float:
@@ -266,7 +401,7 @@ def write_requests_per_user(mix: str, users: int = 3000) -> float:
     return result.calls(WRITES) / users
 
 
-# ---- the tables --------------------------------------------------------------------------------
+# ---- the tables ---------------------------------------------------------------------------------
 
 
 def _hours(users_per_second: float) -> str:
@@ -274,156 +409,311 @@ def _hours(users_per_second: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds < 72 * 3600 else f"{seconds / 86400:.1f} days"
 
 
-def rows_for(runs: list[tuple[Measured, float, str]], category: str) -> list[list[Any]]:
-    rows = []
-    for m, rate, rates_label in runs:
-        requests = m.reads if category == "read" else m.writes
-        rows.append(
-            [
-                m.tool,
-                rates_label,
-                f"{m.users:,}" + (" (subset)" if m.extrapolated else ""),
-                round(m.wall, 1),
-                round(m.users_per_second, 1),
-                round(requests / m.wall, 1),
-                f"{m.fraction(requests, rate):.2f}",
-                m.throttled,
-                m.failed,
-                _hours(m.users_per_second),
-            ]
-        )
-    return rows
+def scan_row(mode: str, run: Run, budget: float) -> list[Any]:
+    reads = run.accepted("AdminGetUser")
+    return [
+        mode,
+        run.tool,
+        run.settings,
+        run.users,
+        round(run.wall, 1),
+        round(run.users / run.wall, 1),
+        round(reads / run.wall, 1),
+        f"{reads / (budget * run.wall):.2f}",
+        f"{sum(run.throttled.values())} ({run.throttle_share:.1%})",
+        run.failed,
+        _hours(run.users / run.wall),
+    ]
+
+
+def migration_row(mode: str, run: Run, budget: float) -> list[Any]:
+    writes = run.accepted("AdminSetUserMFAPreference")
+    useful = writes - run.writes_rejected
+    return [
+        mode,
+        run.tool,
+        run.settings,
+        run.users,
+        round(run.wall, 1),
+        round(run.users / run.wall, 1),
+        round(writes / run.wall, 1),
+        f"{writes / (budget * run.wall):.2f}",
+        useful,
+        run.writes_rejected,
+        f"{sum(run.throttled.values())} ({run.throttle_share:.1%})",
+        run.failed,
+    ]
+
+
+def weak_peer_rows(remote: RemoteStandIn, seconds: float, cli_users: int) -> list[Measured]:
+    sequential = remote.client(config=Config(retries={"mode": "standard"}))
+    peers = []
+    for migrate in (False, True):
+        pool_id = remote.create_pool(10_000, mix="mixed")
+        users = int(seconds / (0.055 * (1 + migrate * 0.85)))
+        peers.append(sequential_script(sequential, pool_id, users, migrate=migrate))
+        pool_id = remote.create_pool(10_000, mix="mixed")
+        peers.append(aws_cli_loop(remote.endpoint_url, pool_id, cli_users, migrate=migrate)[0])
+    return peers
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput")
-    parser.add_argument(
-        "--seconds", type=float, default=40, help="target length of each mfa-policy run"
-    )
-    parser.add_argument("--rates", choices=["both", "quota", "default"], default="both")
-    parser.add_argument("--baseline-seconds", type=float, default=20)
-    parser.add_argument("--cli-users", type=int, default=20)
-    parser.add_argument(
-        "--live-app", type=float, default=30, help="reads/s of the app sharing the quota (0: off)"
-    )
+    parser.add_argument("--seconds", type=float, default=30, help="length of each run at quota")
+    parser.add_argument("--workers", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument("--baseline-seconds", type=float, default=10)
+    parser.add_argument("--cli-users", type=int, default=10)
+    parser.add_argument("--headroom", type=float, default=10, help="--share-quota percent")
     args = parser.parse_args(argv)
-
-    configs: list[tuple[str, RateLimits]] = []
-    if args.rates in ("both", "quota"):
-        configs.append(("= quotas 120/25/30", QUOTA_RATES))
-    if args.rates in ("both", "default"):
-        configs.append(("defaults 60/15/15", DEFAULT_RATES))
-
+    seconds = args.seconds
     per_user_writes = write_requests_per_user("mixed")
-    scans: list[tuple[Measured, float, str]] = []
-    migrations: list[tuple[Measured, float, str]] = []
+    budget = QUOTA_RATES
+    scans: list[list[Any]] = []
+    migrations: list[list[Any]] = []
+    best_workers = args.workers[0]
     started = time.perf_counter()
-    with RemoteStandIn(latency=LATENCY, quotas=Quotas()) as remote:
-        for label, rates in configs:
-            users = int(rates.user_read * args.seconds)
-            pool_id = remote.create_pool(users, mix="mixed")
-            run = mfa_policy_run(remote, pool_id, Mode.DRIFT, rates, "mfa-policy drift")
-            scans.append((run, rates.user_read, label))
-            print(f"  drift, rate_limits {label}: {run.users} users in {run.wall:.1f}s", flush=True)
+    with (
+        RemoteStandIn(latency=LATENCY, quotas=Quotas()) as remote,
+        tempfile.TemporaryDirectory(prefix="mfa-bench-") as tmp,
+    ):
+        workdir = Path(tmp)
+        for mode in MODES:
+            set_mode(remote, mode)
+            for rates in (QUOTA_RATES, DEFAULT_RATES) if mode == "no burst" else (QUOTA_RATES,):
+                pool_id = remote.create_pool(int(rates.user_read * seconds), mix="mixed")
+                run = mfa_policy_process(remote, pool_id, Mode.DRIFT, rates, workdir)
+                scans.append(scan_row(mode, run, rates.user_read))
+                print(f"  {mode}: {run.tool} {run.settings}: {run.wall:.1f} s", flush=True)
+                users = int(rates.user_resource_update * seconds / per_user_writes)
+                pool_id = remote.create_pool(users, mix="mixed")
+                run = mfa_policy_process(remote, pool_id, Mode.APPLY, rates, workdir)
+                migrations.append(migration_row(mode, run, rates.user_resource_update))
+                print(f"  {mode}: {run.tool} {run.settings}: {run.wall:.1f} s", flush=True)
+            if mode == "burst":
+                continue
+            # The competent script at several worker counts on the no-burst service, then at
+            # its best one with the tail; on a pool a third the size (its rate does not depend
+            # on the pool's size, and it is slow enough to take minutes otherwise).
+            counts = args.workers if mode == "no burst" else [best_workers]
+            best: tuple[float, int] = (-1.0, counts[0])
+            for workers in counts:
+                pool_id = remote.create_pool(int(budget.user_read * seconds / 3), mix="mixed")
+                run = competent_process(remote, pool_id, Mode.DRIFT, workers)
+                scans.append(scan_row(mode, run, budget.user_read))
+                best = max(best, (run.users / run.wall, workers))
+                users = int(budget.user_resource_update * seconds / per_user_writes / 3)
+                pool_id = remote.create_pool(users, mix="mixed")
+                run = competent_process(remote, pool_id, Mode.APPLY, workers)
+                migrations.append(migration_row(mode, run, budget.user_resource_update))
+                print(f"  {mode}: competent script, {workers} workers", flush=True)
+            best_workers = best[1]
 
-            users = int(rates.user_resource_update * args.seconds / per_user_writes)
-            pool_id = remote.create_pool(users, mix="mixed")
-            run = mfa_policy_run(remote, pool_id, Mode.APPLY, rates, "mfa-policy apply")
-            migrations.append((run, rates.user_resource_update, label))
-            print(f"  apply, rate_limits {label}: {run.users} users in {run.wall:.1f}s", flush=True)
+        # A 90%-unmanaged pool: drift reads only the users a rule manages.
+        set_mode(remote, "no burst")
+        unmanaged = unmanaged_run(remote, workdir, seconds)
 
-        if args.live_app:
-            # The quota is shared with the live application: mfa-policy, configured for all of
-            # it, must find and use what is left without starving the app.
-            users = int((QUOTA_RATES.user_read - args.live_app) * args.seconds)
-            pool_id = remote.create_pool(users, mix="mixed")
-            with LiveApp(remote, args.live_app) as app:
-                run = mfa_policy_run(remote, pool_id, Mode.DRIFT, QUOTA_RATES, "mfa-policy drift")
-            run.tool += f" beside a live app reading {args.live_app:g}/s"
-            available = QUOTA_RATES.user_read - args.live_app
-            scans.insert(1, (run, available, f"= quotas 120/25/30 ({available:g}/s left)"))
-            live_note = (
-                f"Live-app row: another client reads {args.live_app:g} users/s from the same "
-                f"UserRead quota during the scan; its fraction is of the {available:g}/s left. "
-                f"The app's own requests: {app.ok:,} answered, {app.throttled:,} throttled "
-                "(after standard retries)."
+        # The bursty live application, on the burst stand-in (a no-burst service throttles an
+        # unpaced app by itself): alone, then beside mfa-policy at rate_limits = quotas.
+        set_mode(remote, "burst")
+        live_rows = []
+        app = BurstyApp(remote)
+        app.start()
+        time.sleep(seconds)
+        app.stop()
+        live_rows.append([*app.row("app alone", "-"), "-", "-"])
+        for share in (None, args.headroom):
+            app = BurstyApp(remote)
+            app.start()
+            if share is not None:
+                time.sleep(3 * USAGE_PERIOD)  # the app's history, which --share-quota reads
+            pool_id = remote.create_pool(int(20 * seconds), mix="mixed")
+            run = mfa_policy_process(
+                remote,
+                pool_id,
+                Mode.DRIFT,
+                QUOTA_RATES,
+                workdir,
+                share_quota=share,
+                usage_period=USAGE_PERIOD,
             )
-            print(f"  drift beside a live app: {run.users} users in {run.wall:.1f}s", flush=True)
-
-        budget = QUOTA_RATES
-        sequential = remote.client(config=Config(retries={"mode": "standard"}))
-        for migrate, runs, rate in (
-            (False, scans, budget.user_read),
-            (True, migrations, budget.user_resource_update),
-        ):
-            pool_id = remote.create_pool(10_000, mix="mixed")
-            remote.reset_counters()
-            users = int(args.baseline_seconds / (0.055 * (1 + migrate * 0.85)))
-            m = sequential_script(sequential, pool_id, users, migrate=migrate)
-            runs.append((m, rate, "none (1 request at a time)"))
-            print(
-                f"  sequential boto3 ({'apply' if migrate else 'drift'}): {m.users} users",
-                flush=True,
+            app.stop()
+            label = "beside mfa-policy" + (f" --share-quota {share:g}" if share else "")
+            live_rows.append(
+                [
+                    *app.row(label, run.settings),
+                    round(run.users / run.wall, 1),
+                    run.metric_requests if share is not None else "-",
+                ]
             )
+            print(f"  live app {label}: tool {run.users} users in {run.wall:.1f} s", flush=True)
 
-            pool_id = remote.create_pool(10_000, mix="mixed")
-            m, _ = aws_cli_loop(remote.endpoint_url, pool_id, args.cli_users, migrate=migrate)
-            runs.append((m, rate, "none (1 process per user)"))
-            print(f"  {m.tool}: {m.users} users in {m.wall:.1f}s", flush=True)
+        set_mode(remote, "burst")
+        weak = weak_peer_rows(remote, args.baseline_seconds, args.cli_users)
 
-    headers = [
+    common_notes = [
+        "Every row is one process timed from its start to its exit (imports, preflight and "
+        "listing included) against `bench/standin.py` in its own process on 127.0.0.1: "
+        "Cognito's default quotas (UserRead 120/s, UserResourceUpdate 25/s, UserList 30/s), "
+        "30-80 ms latency; pool mix `mixed`; runs scaled down to about "
+        f"{seconds:g} s of the quota each (users = rate x {seconds:g} s).",
+        "Modes: `burst` = a token bucket holding 1 s of requests; `no burst` = a bucket of one "
+        "token (requests at least 1/rate apart by the time each left its client: every bench "
+        "client stamps it, so the stand-in's own scheduling on this loaded 2-core machine does "
+        "not bunch arrivals); `+ tail` = 1% of requests take 1-2 s.",
+        "Fraction of budget = accepted requests in the bottleneck category / (configured rate x "
+        "wall); for the competent script, of Cognito's quota. Throttled: requests the stand-in "
+        "refused, and their share of all requests sent.",
+    ]
+    scan_headers = [
+        "service",
         "tool",
-        "rate_limits",
+        "settings",
         "users",
         "wall s",
         "users/s",
-        "{cat} req/s",
+        "AdminGetUser/s",
         "fraction of budget",
         "throttled",
         "failed",
         "1M users",
     ]
-    notes_common = [
-        "Stand-in: `bench/standin.py` in its own process on 127.0.0.1, enforcing Cognito's "
-        "default quotas (UserRead 120/s, UserResourceUpdate 25/s, UserList 30/s; a token bucket "
-        "per category, 1 s of burst) and 30-80 ms of latency per request; pool mix `mixed` "
-        "(every MFA state; 60 admins, 20 service accounts).",
-        "mfa-policy runs the CLI's code path (`run_locally`, 32 workers, a boto3 client with "
-        "mfa-policy's retry config) over the whole pool; `rate_limits` is the policy's setting. "
-        "Fraction of budget = accepted requests in the bottleneck category / (configured rate x "
-        "wall time, start-up and preflight included).",
-        "Baselines run on a subset and are extrapolated (their rate does not depend on the pool "
-        "size); their fraction is of the same budget as the mfa-policy row above them "
-        "(Cognito's quota).",
-    ]
-    scan_table = markdown_table(
-        [h.format(cat="AdminGetUser") for h in headers], rows_for(scans, "read")
-    )
     emit(
         "throughput-scan",
-        "Drift scan: read every user's MFA state (bottleneck: UserRead)",
-        scan_table,
-        [*notes_common, live_note] if args.live_app else notes_common,
+        "Drift scan, end to end (bottleneck: UserRead)",
+        markdown_table(scan_headers, scans),
+        common_notes,
     )
-    migration_table = markdown_table(
-        [h.format(cat="write") for h in headers], rows_for(migrations, "write")
-    )
+    migration_headers = [
+        "service",
+        "tool",
+        "settings",
+        "users",
+        "wall s",
+        "users/s",
+        "write/s",
+        "fraction of budget",
+        "useful writes",
+        "rejected TOTP probes",
+        "throttled",
+        "failed",
+    ]
     emit(
         "throughput-migration",
-        "Migration to TOTP-preferred: apply (bottleneck: UserResourceUpdate)",
-        migration_table,
+        "Migration to TOTP-preferred, end to end (bottleneck: UserResourceUpdate)",
+        markdown_table(migration_headers, migrations),
         [
-            *notes_common,
-            f"An apply of this mix sends {per_user_writes:.2f} write requests per user "
-            "(TOTP probes that Cognito rejects for users without a verified authenticator "
-            "count against the quota too); write req/s counts them all.",
-            "The AWS CLI and boto3 loops write TOTP-preferred blindly: Cognito rejects the "
-            "write for every user without a verified authenticator, and they neither fall "
-            "back (SMS for users with a phone) nor disable SMS for admins.",
+            *common_notes,
+            f"An apply of this mix sends {per_user_writes:.2f} write requests per user; "
+            "useful writes are the accepted ones, rejected TOTP probes are the writes Cognito "
+            "refused because the user has no verified authenticator (they count against the "
+            "quota too). The competent script writes TOTP-preferred blindly: its rejected "
+            "writes are the same kind of refusal, and it neither falls back to SMS nor "
+            "disables SMS for admins.",
         ],
+    )
+    emit(
+        "throughput-unmanaged",
+        "A pool that is 90% unmanaged: only managed users are read",
+        markdown_table(
+            [
+                "users",
+                "managed (a rule matches)",
+                "unmanaged",
+                "AdminGetUser",
+                "ListUsersInGroup",
+                "wall s",
+                "users/s",
+            ],
+            [unmanaged],
+        ),
+        [
+            "Policy: one rule, for the `admins` group, which holds every tenth user of this pool; "
+            "`no burst` stand-in, rate_limits = quotas. Unmanaged users are decided from the "
+            "listing (outcome `unmanaged`, no read)."
+        ],
+    )
+    emit(
+        "throughput-live-app",
+        "A bursty live application sharing UserRead (65-115 reads/s)",
+        markdown_table(
+            [
+                "app",
+                "mfa-policy settings",
+                "app attempts",
+                "app attempts throttled",
+                "app requests lost",
+                "app p99 ms",
+                "mfa-policy users/s",
+                "GetMetricData calls",
+            ],
+            live_rows,
+        ),
+        [
+            "`burst` stand-in (on the no-burst one, an app that sends when its users do, "
+            "unpaced, is throttled by itself). The app retries each request up to 3 attempts; "
+            "a request is lost when all 3 are throttled (share: of its requests). mfa-policy "
+            "runs with rate_limits = quotas (120/25/30) over a pool of "
+            f"{int(20 * seconds):,} users.",
+            f"`--share-quota {args.headroom:g}`: mfa-policy reads the account's CallCount/"
+            "ThrottleCount (the stand-in serves them) before the run and once a period, and "
+            f"keeps UserRead under quota x (1 - {args.headroom:g}%) - the app's peak rate. "
+            f"The metric period is scaled from 60 s to {USAGE_PERIOD} s with the run length; "
+            "the app ran 3 periods before mfa-policy started.",
+        ],
+    )
+    emit(
+        "throughput-weak-peers",
+        "Weak peers (burst stand-in, subsets, extrapolated)",
+        markdown_table(
+            ["tool", "users", "wall s", "users/s", "1M users"],
+            [
+                [
+                    m.tool,
+                    m.users,
+                    round(m.wall, 1),
+                    round(m.users_per_second, 1),
+                    _hours(m.users_per_second),
+                ]
+                for m in weak
+            ],
+        ),
+        ["One request at a time (sequential boto3) or one process per user (AWS CLI)."],
     )
     print(f"throughput: {time.perf_counter() - started:.0f} s", flush=True)
     return 0
+
+
+USAGE_PERIOD = 5
+
+
+def unmanaged_run(remote: RemoteStandIn, workdir: Path, seconds: float) -> list[Any]:
+    """Drift of a pool where one user in ten is managed: the policy's only rule is for the
+    `admins` group, which holds every tenth user of this pool."""
+    size = int(QUOTA_RATES.user_read * seconds)
+    pool_id = remote.create_pool(size, mix="mixed", admins=size // 10, service_accounts=0)
+    document = {
+        "version": 1,
+        "rules": [
+            {
+                "name": "admins",
+                "match": {"groups": ["admins"]},
+                "factors": {"totp": "preferred", "sms": "disabled"},
+            }
+        ],
+        "rate_limits": {"user_read": 120, "user_resource_update": 25, "user_list": 30},
+    }
+    policy = parse_policy(document, source="bench")
+    run = mfa_policy_process(remote, pool_id, Mode.DRIFT, QUOTA_RATES, workdir, policy=policy)
+    managed = size // 10
+    return [
+        run.users,
+        managed,
+        run.users - managed,
+        run.calls.get("AdminGetUser", 0),
+        run.calls.get("ListUsersInGroup", 0),
+        round(run.wall, 1),
+        round(run.users / run.wall, 1),
+    ]
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """The only code that calls ``cognito-idp``. Takes its client as an argument.
 
 Every call goes through one path: wait for the quota category's paced budget, send, tell the
-budget the answer, and on throttling slow it down (at most once per window) and retry with
-backoff; 5xx and timeouts are retried with backoff too. Responses are
+budget every answer (throttles slow it down, at most once per window), and retry throttles,
+5xx and timeouts with backoff. Responses are
 normalized here (absent, ``""`` and ``[]`` all mean "none"), so nothing above this module
 sees Cognito's wire shapes.
 """
@@ -51,6 +51,17 @@ CATEGORY_OF = {
     "set_user_mfa_preference": Category.USER_RESOURCE_UPDATE,
     "get_user_pool_mfa_config": Category.USER_POOL_READ,
     "describe_user_pool": Category.USER_POOL_READ,
+}
+
+#: Cognito's operation names (botocore's event names) -> quota category.
+_CATEGORY_OF_WIRE_NAME = {
+    "ListUsers": Category.USER_LIST,
+    "ListUsersInGroup": Category.USER_LIST,
+    "AdminGetUser": Category.USER_READ,
+    "GetUser": Category.USER_READ,
+    "AdminSetUserMFAPreference": Category.USER_RESOURCE_UPDATE,
+    "SetUserMFAPreference": Category.USER_RESOURCE_UPDATE,
+    "GetUserPoolMfaConfig": Category.USER_POOL_READ,
 }
 
 _THROTTLE_CODES = frozenset(
@@ -185,6 +196,25 @@ class CognitoGateway:
         self.retry = retry or RetryPolicy()
         self.counters = counters or CallCounters()
         self._sleep = sleep
+        self._paced_on_send = self._pace_on_send()
+
+    def _pace_on_send(self) -> bool:
+        """Wait for the budget in botocore's ``before-send`` event, once the request is built
+        and signed, so the CPU botocore spends on it (and the GIL waits that come with it)
+        cannot bunch sends that left the budget evenly spaced. Clients without botocore's
+        events (in-process fakes) are paced in ``_call``."""
+        events = getattr(getattr(self.client, "meta", None), "events", None)
+        if self.limiter is None or events is None:
+            return False
+        limiter = self.limiter
+
+        def pace(event_name: str = "", **_: Any) -> None:
+            category = _CATEGORY_OF_WIRE_NAME.get(event_name.rsplit(".", 1)[-1])
+            if category is not None:
+                limiter.acquire(category)
+
+        events.register("before-send.cognito-identity-provider", pace)
+        return True
 
     # -- the one path every request takes --------------------------------------------------
 
@@ -192,7 +222,7 @@ class CognitoGateway:
         category = CATEGORY_OF[operation]
         throttles = errors = 0
         while True:
-            if self.limiter is not None:
+            if self.limiter is not None and not self._paced_on_send:
                 self.limiter.acquire(category)
             try:
                 response: dict[str, Any] = getattr(self.client, operation)(**kwargs)
@@ -213,8 +243,6 @@ class CognitoGateway:
                     throttles += 1
                     if throttles >= self.retry.throttle_attempts:
                         raise CognitoError(code, message, operation) from None
-                    if self.limiter is not None:
-                        self.limiter.slow_down(category)
                     attempt = throttles
                 elif status >= 500 or code == "InternalErrorException":
                     errors += 1

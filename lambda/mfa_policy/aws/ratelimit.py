@@ -34,6 +34,10 @@ DECREASE = 0.85
 CUT_WINDOW = 1.0
 #: Additive increase: the share of the budget won back per second without a cut.
 INCREASE_PER_SECOND = 0.02
+#: A window cuts only when more than this share of its answers were throttled (and at least
+#: two): a lone throttle among a second's requests is jitter in arrival times, not a sign that
+#: someone else is using the quota, and cutting on it would lose a share of the budget for good.
+TOLERANCE = 0.01
 #: The rate never falls below this share of the budget (nor below MIN_RATE).
 FLOOR = 0.05
 MIN_RATE = 0.2
@@ -54,6 +58,7 @@ class PacedBudget:
         decrease: float = DECREASE,
         window: float = CUT_WINDOW,
         increase_per_second: float = INCREASE_PER_SECOND,
+        tolerance: float = TOLERANCE,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -65,37 +70,64 @@ class PacedBudget:
         self.decrease = decrease
         self.window = window
         self.increase_per_second = increase_per_second
+        self.tolerance = tolerance
         self.cuts = 0
+        self._answers = 0  # in the current window
+        self._throttles = 0
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         now = clock()
         self._next_slot = now
+        self._last_send = now - 1 / rate
         self._last_cut = now - window
         self._last_growth = now
+        self._window_start = now
 
     @property
     def floor(self) -> float:
         return max(MIN_RATE, self.budget * FLOOR)
 
     def acquire(self) -> float:
-        """Block until this caller's send time; returns the seconds waited."""
+        """Block until this caller's send time; returns the seconds waited.
+
+        Two steps: reserve the next slot of the even schedule and sleep until it; then, since
+        a thread may wake late (CPU load, the GIL) and land next to the one after it, wait
+        until a full interval has passed since the last actual send. Sends are then never
+        closer than one interval, which is what a service with no burst requires.
+        """
         with self._lock:
             now = self._clock()
             self._grow(now)
             # max(): an idle budget banks nothing; the schedule restarts from now.
             slot = max(self._next_slot, now)
             self._next_slot = slot + 1 / self.rate
-        wait = slot - now
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+        started = now
+        if slot > now:
+            self._sleep(slot - now)
+        while True:
+            with self._lock:
+                now = self._clock()
+                earliest = self._last_send + 1 / self.rate
+                if now >= earliest:
+                    self._last_send = now
+                    return now - started
+            self._sleep(earliest - now)
 
-    def slow_down(self) -> bool:
-        """A throttle was received: cut the rate, unless this window already had its cut."""
+    def answered(self, *, throttled: bool) -> bool:
+        """Count an answer; on a throttle, cut the rate if this window has not had its cut and
+        more than ``tolerance`` of its answers were throttled. Returns whether it cut."""
         with self._lock:
             now = self._clock()
-            if now - self._last_cut < self.window:
+            if now - self._window_start >= self.window:
+                self._window_start, self._answers, self._throttles = now, 0, 0
+            self._answers += 1
+            if not throttled:
+                return False
+            self._throttles += 1
+            if now - self._last_cut < self.window or self._throttles < max(
+                2, self.tolerance * self._answers
+            ):
                 return False
             self._grow(now)
             self._last_cut = now
@@ -147,6 +179,10 @@ class RateLimiter:
         self.observer: Callable[[Category, bool], None] | None = None
 
     def answered(self, category: Category, *, throttled: bool) -> None:
+        """Every answer Cognito gives (retries included): the AIMD feedback."""
+        bucket = self.buckets.get(category)
+        if bucket is not None:
+            bucket.answered(throttled=throttled)
         observer = self.observer
         if observer is not None:
             observer(category, throttled)
@@ -155,11 +191,6 @@ class RateLimiter:
         bucket = self.buckets.get(category)
         if bucket is not None:
             bucket.acquire()
-
-    def slow_down(self, category: Category) -> None:
-        bucket = self.buckets.get(category)
-        if bucket is not None:
-            bucket.slow_down()
 
     def set_ceiling(self, category: Category, ceiling: float) -> None:
         bucket = self.buckets.get(category)

@@ -193,7 +193,7 @@ class QuotaShare:
         while not self._stop.wait(self.period):
             try:
                 self.update()
-            except Exception:  # noqa: BLE001 (a metrics outage keeps the last ceilings)
+            except Exception:  # noqa: S112 (a metrics outage keeps the last ceilings)
                 continue
 
 

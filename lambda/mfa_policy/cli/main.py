@@ -145,6 +145,18 @@ def _add_quiet_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _cloudwatch_client(args: argparse.Namespace) -> object:
+    """CloudWatch in the command's profile and Region (never the Cognito endpoint)."""
+    from mfa_policy.aws.clients import aws_client, cli_session
+
+    session, region = cli_session(
+        profile=getattr(args, "profile", None),
+        region=args.region,
+        user_pool_id=getattr(args, "user_pool_id", None),
+    )
+    return aws_client("cloudwatch", region=region, session=session)
+
+
 def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> None:
     _add_config_option(parser)
     _add_pool_option(parser)
@@ -184,6 +196,16 @@ def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> N
     _add_quiet_option(parser)
     parser.add_argument("--workers", type=int, default=32, help=argparse.SUPPRESS)
     _add_wait_option(parser)
+    parser.add_argument(
+        "--share-quota",
+        type=float,
+        metavar="HEADROOM_PERCENT",
+        help="read the account's Cognito usage from CloudWatch before and during the run and "
+        "keep this run under what the live application leaves, minus this share of each "
+        "quota as headroom (needs cloudwatch:GetMetricData; off by default)",
+    )
+    # The usage metrics' period (seconds); benchmarks scale it down with the run length.
+    parser.add_argument("--usage-period", type=int, default=60, help=argparse.SUPPRESS)
     if with_format:
         parser.add_argument(
             "--output",
@@ -203,6 +225,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from mfa_policy.core.policy_file import load_policy_file
     from mfa_policy.core.report import Counts, is_drifted, is_unconverged
     from mfa_policy.run.local_run import run_locally
+    from mfa_policy.run.runner import QuotaShareSettings
 
     mode = Mode(args.command)
     policy = load_policy_file(args.config)
@@ -222,6 +245,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from mfa_policy.aws.gateway import CognitoGateway
 
         total = CognitoGateway(client, args.user_pool_id).estimated_users()
+    quota_share = None
+    if args.share_quota is not None:
+        if not 0 <= args.share_quota < 100:
+            raise UsageError("--share-quota takes a headroom percent from 0 to under 100")
+        quota_share = QuotaShareSettings(
+            _cloudwatch_client(args),
+            headroom=args.share_quota / 100,
+            period=args.usage_period,
+        )
     with Progress(f"{mode.value} {args.user_pool_id}", total=total, quiet=args.quiet) as progress:
         result = run_locally(
             policy,
@@ -238,6 +270,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             on_rows=progress.advance,
             wait=args.wait,
             on_wait=_waiting,
+            quota_share=quota_share,
         )
     summary = {**result.summary, "report_dir": str(result.report_dir)}
     if not args.quiet:

@@ -18,7 +18,15 @@ from mfa_policy.core.engine import Mode
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.report import LocalReport
 from mfa_policy.exceptions import RunError
-from mfa_policy.run.runner import ADMIN, Row, execute_slice, new_run_id, now_iso, summary_of
+from mfa_policy.run.runner import (
+    ADMIN,
+    QuotaShareSettings,
+    Row,
+    execute_slice,
+    new_run_id,
+    now_iso,
+    summary_of,
+)
 from mfa_policy.run.state import (
     Checkpoint,
     IntentJournal,
@@ -78,6 +86,7 @@ def run_locally(
     on_rows: Callable[[list[Row]], None] | None = None,
     wait: float = 0.0,
     on_wait: Callable[[PoolLocked], None] | None = None,
+    quota_share: QuotaShareSettings | None = None,
 ) -> LocalRun:
     """Run (or resume) ``mode`` over the pool; returns the summary, complete or not.
 
@@ -179,6 +188,7 @@ def _run_holding(
         tokens=tokens,
         workers=workers,
         on_rows=on_rows,
+        quota_share=quota_share,
     )
     return LocalRun(_written_summary(report, checkpoint), report.directory)
 

@@ -3,9 +3,10 @@
 Pages of ListUsers are listed ahead of the reads, up to ``PAGES_IN_FLIGHT`` at a time, so that
 one slow call (a latency tail) holds up only its own page's commit, never the budget: the
 workers keep reading and writing the later pages meanwhile. Pages are committed in order, as
-soon as each is complete: rows appended to the report, then the checkpoint saved. A run stopped at a time budget, or killed, resumes after its last
-committed page; the write-intent journal lets it report users it changed just before dying
-as ``changed`` with their true before-state.
+soon as each is complete: rows appended to the report, then the checkpoint saved. A run
+stopped at a time budget, or killed, resumes after its last committed page; the write-intent
+journal lets it report users it changed just before dying as ``changed`` with their true
+before-state.
 """
 
 from __future__ import annotations
@@ -547,7 +548,5 @@ class QuotaShareSettings:
             period=self.period,
             on_request=lambda: counters.count("get_metric_data"),
         )
-        limiter.observer = lambda category, throttled: share.own.sent(
-            category, throttled=throttled
-        )
+        limiter.observer = lambda category, throttled: share.own.sent(category, throttled=throttled)
         return share
