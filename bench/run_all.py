@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         (
             "throughput",
             throughput.main,
-            ["--seconds", "12", "--rates", "quota", "--baseline-seconds", "6", "--cli-users", "4"]
+            ["--seconds", "8", "--workers", "16", "--baseline-seconds", "3", "--cli-users", "2"]
             if quick
             else [],
         ),
@@ -49,10 +50,20 @@ def main(argv: list[str] | None = None) -> int:
         timings.append((name, time.perf_counter() - start))
         if code:
             return code
-    order = ["throughput-scan", "throughput-migration", "economy", "memory", "engine"]
+    order = [
+        "throughput-scan",
+        "throughput-migration",
+        "throughput-unmanaged",
+        "throughput-live-app",
+        "throughput-weak-peers",
+        "economy",
+        "memory",
+        "engine",
+    ]
     sections = [OUT / f"{name}.md" for name in order if (OUT / f"{name}.md").exists()]
     text = (
-        f"Machine: {machine()}.\n\nCommand: `.venv/bin/python -m bench.run_all"
+        f"Machine: {machine()}; load average at the end {os.getloadavg()[0]:.1f}.\n\n"
+        "Command: `.venv/bin/python -m bench.run_all"
         f"{' --quick' if quick else ''}`\n\n"
         + "\n".join(s.read_text("utf-8") for s in sections)
         + "\nRuntime: "

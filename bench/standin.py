@@ -547,6 +547,8 @@ class BenchCognito:
                 "users_by_writes": {str(k): v for k, v in sorted(per_user.items())},
                 "metric_requests": self.metric_requests,
                 "arrival_gaps_ms": {c: _gap_percentiles(t) for c, t in self._admitted.items()},
+                # First and last request of each category: the span a run kept it busy.
+                "spans": {c: [min(t), max(t)] for c, t in self._admitted.items() if t},
             }
 
     # ---- CloudWatch usage metrics (AWS/Usage CallCount and ThrottleCount) ---------------

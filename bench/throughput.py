@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -230,6 +231,15 @@ class Run:
     failed: int
     gaps: dict[str, Any]
     metric_requests: int = 0
+    cpu: float = 0.0
+    spans: dict[str, list[float]] | None = None
+
+    def in_run(self, category: str, accepted: int, budget: float) -> str:
+        """Accepted / (budget x the span from the category's first request to its last)."""
+        span = (self.spans or {}).get(category)
+        if not span or span[1] <= span[0]:
+            return "-"
+        return f"{accepted / (budget * (span[1] - span[0])):.2f}"
 
     def accepted(self, operation: str) -> int:
         return self.calls.get(operation, 0) - self.throttled.get(operation, 0)
@@ -243,8 +253,10 @@ class Run:
         return sum(self.throttled.values()) / max(1, self.requests)
 
 
-def _measure(remote: RemoteStandIn, args: list[str]) -> tuple[float, str, dict[str, Any]]:
+def _measure(remote: RemoteStandIn, args: list[str]) -> tuple[float, float, str, dict[str, Any]]:
+    """(wall s, CPU s of the child process, its stdout, the stand-in's counters)."""
     remote.reset_counters()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, *args],
@@ -254,9 +266,11 @@ def _measure(remote: RemoteStandIn, args: list[str]) -> tuple[float, str, dict[s
         cwd=Path(__file__).resolve().parent.parent,
     )
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     if done.returncode not in (0, 2):  # 2: drift found (or apply unconverged), not an error
         raise RuntimeError(f"{args[:3]} exited {done.returncode}: {done.stderr[-2000:]}")
-    return wall, done.stdout, remote.stats()
+    return wall, cpu, done.stdout, remote.stats()
 
 
 def mfa_policy_process(
@@ -281,7 +295,7 @@ def mfa_policy_process(
     args += ["--endpoint-url", remote.endpoint_url]
     if share_quota is not None:
         args += ["--share-quota", str(share_quota), "--usage-period", str(usage_period)]
-    wall, stdout, stats = _measure(remote, args)
+    wall, cpu, stdout, stats = _measure(remote, args)
     summary = json.loads(stdout)
     return Run(
         "mfa-policy " + mode.value,
@@ -294,12 +308,14 @@ def mfa_policy_process(
         int(summary["counts"]["by_outcome"].get("failed", 0)),
         stats.get("arrival_gaps_ms", {}),
         int(stats.get("metric_requests", 0)),
+        cpu,
+        stats.get("spans"),
     )
 
 
 def competent_process(remote: RemoteStandIn, pool_id: str, mode: Mode, workers: int) -> Run:
     args = ["-m", "bench.competent", remote.endpoint_url, pool_id, mode.value, str(workers)]
-    wall, stdout, stats = _measure(remote, args)
+    wall, cpu, stdout, stats = _measure(remote, args)
     counts = json.loads(stdout.strip().splitlines()[-1])
     return Run(
         f"competent script {mode.value}",
@@ -311,6 +327,9 @@ def competent_process(remote: RemoteStandIn, pool_id: str, mode: Mode, workers: 
         stats["rejected"].get("InvalidParameterException", 0),
         int(counts["failed"]),
         stats.get("arrival_gaps_ms", {}),
+        0,
+        cpu,
+        stats.get("spans"),
     )
 
 
@@ -420,8 +439,10 @@ def scan_row(mode: str, run: Run, budget: float) -> list[Any]:
         round(run.users / run.wall, 1),
         round(reads / run.wall, 1),
         f"{reads / (budget * run.wall):.2f}",
+        run.in_run("user_read", reads, budget),
         f"{sum(run.throttled.values())} ({run.throttle_share:.1%})",
         run.failed,
+        round(run.cpu * 1000 / max(1, run.users), 2),
         _hours(run.users / run.wall),
     ]
 
@@ -438,10 +459,12 @@ def migration_row(mode: str, run: Run, budget: float) -> list[Any]:
         round(run.users / run.wall, 1),
         round(writes / run.wall, 1),
         f"{writes / (budget * run.wall):.2f}",
+        run.in_run("user_resource_update", writes, budget),
         useful,
         run.writes_rejected,
         f"{sum(run.throttled.values())} ({run.throttle_share:.1%})",
         run.failed,
+        round(run.cpu * 1000 / max(1, run.users), 2),
     ]
 
 
@@ -562,7 +585,12 @@ def main(argv: list[str] | None = None) -> int:
         "not bunch arrivals); `+ tail` = 1% of requests take 1-2 s.",
         "Fraction of budget = accepted requests in the bottleneck category / (configured rate x "
         "wall); for the competent script, of Cognito's quota. Throttled: requests the stand-in "
-        "refused, and their share of all requests sent.",
+        "refused, and their share of all requests sent. CPU ms/user: the process's user + "
+        "system CPU (start-up included) per user. First to last: the same fraction over the "
+        "span from the category's first request to its last, without start-up and the "
+        "listing of the first page (what a long run converges to).",
+        f"Load average when the table was made: {os.getloadavg()[0]:.1f} on 2 cores shared "
+        "with other work; start-up (imports) and pacing precision suffer from it.",
     ]
     scan_headers = [
         "service",
@@ -573,8 +601,10 @@ def main(argv: list[str] | None = None) -> int:
         "users/s",
         "AdminGetUser/s",
         "fraction of budget",
+        "first to last read",
         "throttled",
         "failed",
+        "CPU ms/user",
         "1M users",
     ]
     emit(
@@ -592,10 +622,12 @@ def main(argv: list[str] | None = None) -> int:
         "users/s",
         "write/s",
         "fraction of budget",
+        "first to last write",
         "useful writes",
         "rejected TOTP probes",
         "throttled",
         "failed",
+        "CPU ms/user",
     ]
     emit(
         "throughput-migration",

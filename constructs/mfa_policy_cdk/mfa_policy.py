@@ -47,6 +47,9 @@ from mfa_policy_cdk import _assets, _nag
 DAILY: Final[events.Schedule] = events.Schedule.rate(Duration.days(1))
 #: The default ``wait_for_completion``.
 DEFAULT_WAIT_FOR_COMPLETION: Final = Duration.minutes(10)
+#: The slice function's memory, from the CPU a slice needs at the full quota (see below).
+SLICE_MEMORY_MB = 1024
+
 #: The default ``run_timeout``.
 DEFAULT_RUN_TIMEOUT: Final = Duration.hours(24)
 #: The default ``report_retention``.
@@ -210,7 +213,11 @@ class MfaPolicy(Construct):
             handler=_assets.SLICE_HANDLER,
             description="mfa-policy: runs one slice of a drift or apply run",
             environment=slice_env,
-            memory_size=512,
+            # Measured (docs/bench.md): about 2.3 ms of CPU per user in drift, 5.5 in apply,
+            # nearly all in botocore, so a slice at Cognito's full read quota (120/s) needs
+            # about 0.3 vCPU. Lambda gives 1 vCPU per 1,769 MB: 1,024 MB is 0.58 vCPU, twice
+            # that (512 MB, 0.29 vCPU, would make a slice CPU-bound at full quota).
+            memory_size=SLICE_MEMORY_MB,
             timeout=Duration.minutes(15),
         )
         self._grant_pool_access(token_table)

@@ -11,9 +11,12 @@ before-state.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import uuid
+from array import array
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -256,9 +259,9 @@ class Runner:
         self.gateway.counters.drain_into(counts.api_calls, counts.throttled)
         return counts
 
-    def _group_members(self) -> dict[str, frozenset[str]]:
+    def _group_members(self) -> dict[str, GroupMembers]:
         return {
-            g: frozenset(self.gateway.group_members(g))
+            g: GroupMembers(self.gateway.group_members(g))
             for g in sorted(self.policy.groups_referenced)
         }
 
@@ -271,7 +274,7 @@ class Runner:
     # -- one user -------------------------------------------------------------------------
 
     def _process(
-        self, listed: ListedUser, page: int, groups: Mapping[str, frozenset[str]], token: str | None
+        self, listed: ListedUser, page: int, groups: Mapping[str, GroupMembers], token: str | None
     ) -> Row:
         member_of = frozenset(g for g, members in groups.items() if listed.username in members)
         # No read for a user whose outcome does not depend on their MFA state (excluded,
@@ -439,6 +442,31 @@ class Runner:
             outcome, reason = Outcome.FAILED, f"{exc.operation}: {exc.message}"
         failed = replace(decision, outcome=outcome, reason=reason, request=None)
         return _Outcome(failed, after=None, error=exc.code)
+
+
+class GroupMembers:
+    """A group's usernames in 8 bytes each: a sorted array of 64-bit keyed hashes.
+
+    A set of 200,000 usernames costs about 28 MB of Python objects; this costs 1.6 MB. Two
+    usernames share a hash with a chance of about 1 in 10^19 per pair.
+    """
+
+    def __init__(self, usernames: Iterable[str]) -> None:
+        self._hashes = array("Q", sorted(_hash64(u) for u in usernames))
+
+    def __contains__(self, username: object) -> bool:
+        if not isinstance(username, str):
+            return False
+        key = _hash64(username)
+        i = bisect.bisect_left(self._hashes, key)
+        return i < len(self._hashes) and self._hashes[i] == key
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+
+def _hash64(username: str) -> int:
+    return int.from_bytes(hashlib.blake2b(username.encode(), digest_size=8).digest(), "big")
 
 
 def as_user(listed: ListedUser, groups: frozenset[str]) -> User:
