@@ -672,9 +672,10 @@ class BenchCognito:
         error: tuple[str, str, int] | None = None
         with self._control:
             now = time.monotonic()
-            self._admitted.setdefault(CATEGORY[operation], []).append(
-                getattr(self._sent_at, "value", None) or now
-            )
+            if self._quotas is not None:  # gap statistics are for quota runs, not memory ones
+                self._admitted.setdefault(CATEGORY[operation], []).append(
+                    getattr(self._sent_at, "value", None) or now
+                )
             usage = self._usage.setdefault((CATEGORY[operation], int(time.time())), [0, 0])
             usage[0] += 1
             sent = getattr(self._sent_at, "value", None)
