@@ -113,6 +113,7 @@ def run_locally(
             workers=workers,
             keep_going=keep_going,
             on_rows=on_rows,
+            quota_share=quota_share,
         )
     finally:
         lock.release()  # exceptions and Ctrl-C too; the kernel does it on SIGKILL
@@ -134,6 +135,7 @@ def _run_holding(
     workers: int,
     keep_going: Callable[[], bool],
     on_rows: Callable[[list[Row]], None] | None,
+    quota_share: QuotaShareSettings | None = None,
 ) -> LocalRun:
     checkpoint = None
     if resume:
