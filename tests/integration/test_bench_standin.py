@@ -129,13 +129,16 @@ def test_quota_throttles_requests_over_the_rate_like_the_service():
     cognito = BenchCognito(latency=None, quotas=Quotas(user_read=50))
     pool_id = cognito.create_pool(100)
     answers = []
+    start = time.monotonic()
     for _ in range(120):
         try:
             cognito.admin_get_user(UserPoolId=pool_id, Username="user-0000001")
             answers.append("ok")
         except ClientError as error:
             answers.append(error.response["Error"]["Code"])
-    assert answers.count("ok") in range(50, 53)  # one second of burst, then the rate
+    elapsed = time.monotonic() - start
+    # One second of burst, then the rate: what refilled while the loop ran, on a busy machine.
+    assert 50 <= answers.count("ok") <= 50 + int(50 * elapsed) + 1
     assert set(answers) == {"ok", "TooManyRequestsException"}
     assert cognito.stats()["throttled"]["AdminGetUser"] == answers.count("TooManyRequestsException")
 
