@@ -62,8 +62,9 @@ EXPECTED: dict[str, Expect] = {
     "no_mfa_without_phone": Expect("blocked", "blocked", state(), 0, 1),
     # {sms} sms, no token: probe rejected; already has everything else it can have.
     "sms_preferred": Expect("needs_enrollment", "needs_enrollment", SMS_ONLY, 0, 1),
-    # {sms} sms with a verified token: drift cannot see it; the apply's probe is accepted.
-    "totp_verified_sms_preferred": Expect("needs_enrollment", "changed", BOTH_TOTP, 1, 0),
+    # {sms} sms with a verified token: AdminGetUserAuthFactors shows it (SOFTWARE_TOKEN), so
+    # drift knows apply will enable it, and apply needs no probe.
+    "totp_verified_sms_preferred": Expect("would_change", "changed", BOTH_TOTP, 1, 0),
     "totp_and_sms_no_preference": Expect("would_change", "changed", BOTH_TOTP, 1, 0),
     "totp_and_sms_sms_preferred": Expect("would_change", "changed", BOTH_TOTP, 1, 0),
     "totp_preferred": Expect("compliant", "compliant", BOTH_TOTP, 0, 0),
@@ -173,7 +174,7 @@ class WriteLog:
             1
             for params, error in self.calls[user]
             if error is not None
-            and "software token" in error
+            and ("software token" in error or "SOFTWARE_TOKEN_MFA" in error)
             and params["SoftwareTokenMfaSettings"]["Enabled"]
         )
 
@@ -530,7 +531,8 @@ def test_pool_with_mfa_off_is_a_warning_in_the_summary(standin, make_pool, make_
     assert any("MFA OFF" in w for w in summary["warnings"])
     saved = json.loads((tmp_path / "apply" / "summary.json").read_text("utf-8"))
     assert saved["warnings"] == summary["warnings"]
-    assert by_user(rows)["erin"]["outcome"] == "changed"
+    # SMS is erin's last factor: the guard keeps it, and says so (nothing is sent).
+    assert by_user(rows)["erin"]["outcome"] == "guarded"
 
 
 # ---- users deleted mid-run -------------------------------------------------------------------
@@ -562,7 +564,7 @@ def test_user_deleted_before_their_read_is_skipped_and_the_run_completes(
     standin, make_pool, make_user, tmp_path
 ):
     pool_id = small_pool(make_pool, make_user)
-    delete_on(standin, pool_id, "u3", "AdminGetUser")
+    delete_on(standin, pool_id, "u3", "AdminGetUserAuthFactors")
 
     summary, rows = run(standin, pool_id, Mode.APPLY, tmp_path, "apply")
 
@@ -614,7 +616,7 @@ def test_report_files_hold_the_summary_rows_csv_and_markdown(standin, demo_pool,
     assert set(by_rule) == {"admins", "everyone", "(no rule)"}
     calls = saved["counts"]["api_calls"]
     in_scope = sum(n for kind, n in pool.counts.items() if kind not in OUT_OF_SCOPE)
-    assert in_scope <= calls["admin_get_user"] == standin.calls["AdminGetUser"] <= pool.total
+    assert in_scope <= calls["admin_get_user_auth_factors"] == standin.calls["AdminGetUserAuthFactors"] <= pool.total
     assert calls["list_users"] == standin.calls["ListUsers"] == 2  # 61 users: two pages
     assert calls["get_user_pool_mfa_config"] == 1
     assert calls["admin_set_user_mfa_preference"] == standin.calls["AdminSetUserMFAPreference"]

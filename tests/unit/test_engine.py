@@ -195,7 +195,7 @@ def test_first_matching_rule_wins():
             False,
         ),
         ({"status": ["FORCE_CHANGE_PASSWORD"]}, user(status="FORCE_CHANGE_PASSWORD"), True),
-        ({"status": ["CONFIRMED"]}, user(status="UNCONFIRMED"), False),
+        ({"status": ["CONFIRMED"]}, user(status="FORCE_CHANGE_PASSWORD"), False),
         ({"groups": ["a"], "usernames": ["alice"]}, user(groups=["a"]), True),
         ({"groups": ["a"], "usernames": ["bob"]}, user(groups=["a"]), False),
     ],

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from mfa_policy.core.model import FACTOR_ORDER, Factor, FactorSetting, User
+from mfa_policy.core.model import CODE_FACTORS, FACTOR_ORDER, Factor, FactorSetting, User
 from mfa_policy.core.report import mask_attribute
 from mfa_policy.core.schema import Issue, defaults, validate
 from mfa_policy.exceptions import PolicyError
@@ -250,6 +250,17 @@ def _semantic_issues(doc: Mapping[str, Any]) -> list[Issue]:
                     Issue(
                         ("rules", index, "factors"),
                         f"at most one factor may be preferred; {' and '.join(preferred)} both are",
+                    )
+                )
+            code_factors = [f.value for f in FACTOR_ORDER if f in CODE_FACTORS]
+            if factors.get(Factor.PASSKEY.value) == FactorSetting.ENABLED.value and all(
+                factors.get(name) == FactorSetting.DISABLED.value for name in code_factors
+            ):
+                issues.append(
+                    Issue(
+                        ("rules", index, "factors", Factor.PASSKEY.value),
+                        "passkey MFA needs another MFA factor enabled beside it, and this rule "
+                        f"disables {', '.join(code_factors)}",
                     )
                 )
     return issues

@@ -24,12 +24,21 @@ from mfa_policy.aws.tokens import TokenSource
 from mfa_policy.core.engine import (
     Decision,
     Mode,
+    PoolFacts,
     Rejection,
     after_rejection,
     decide,
     out_of_scope,
 )
-from mfa_policy.core.model import Factor, MfaRead, MfaState, Outcome, User
+from mfa_policy.core.model import (
+    WRITE_REFUSED_STATUSES,
+    Factor,
+    FactorSetting,
+    MfaRead,
+    MfaState,
+    Outcome,
+    User,
+)
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.report import Counts, mask_identifier
 from mfa_policy.exceptions import PreflightError, RunError
@@ -67,38 +76,75 @@ def rate_limiter_for(policy: Policy) -> RateLimiter:
     )
 
 
-def preflight(gateway: CognitoGateway, policy: Policy) -> list[str]:
-    """Refuse a policy the pool cannot honour, before any write; return warnings."""
+_PLAN_NAMES = {"LITE": "Lite", "ESSENTIALS": "Essentials", "PLUS": "Plus"}
+
+
+def preflight(gateway: CognitoGateway, policy: Policy) -> tuple[PoolFacts, list[str]]:
+    """Refuse a policy the pool cannot honour, before any write; return the pool's facts and
+    warnings. Reads GetUserPoolMfaConfig and DescribeUserPool, once each."""
+    pool_id = gateway.user_pool_id
     config = gateway.pool_mfa_config()
-    missing = sorted(f.value for f in policy.factors_enabled - config.factors)
+    enabled = policy.factors_enabled
+    missing = sorted(f.value for f in enabled - config.factors)
     if missing and config.mode == "OFF":
         # Cognito refuses factor settings on a pool with MFA OFF, so such a pool offers none.
         raise PreflightError(
-            f"user pool {gateway.user_pool_id} has MFA OFF, so it offers no factor, and the "
+            f"user pool {pool_id} has MFA OFF, so it offers no factor, and the "
             f"policy enables {', '.join(missing)}; set the pool's MFA to OPTIONAL (or ON) with "
             "those factors configured first"
         )
+    if Factor.PASSKEY in enabled and Factor.PASSKEY not in config.factors:
+        raise PreflightError(
+            f"user pool {pool_id} does not offer passkey MFA, which the policy enables: its "
+            "WebAuthnConfiguration.FactorConfiguration is "
+            f"{config.passkey_factor_configuration or 'not set'}, not "
+            "MULTI_FACTOR_WITH_USER_VERIFICATION; set it with SetUserPoolMfaConfig or change "
+            "the policy"
+        )
     if missing:
         raise PreflightError(
-            f"user pool {gateway.user_pool_id} does not offer {', '.join(missing)} MFA, which "
+            f"user pool {pool_id} does not offer {', '.join(missing)} MFA, which "
             f"the policy enables (pool offers: "
             f"{', '.join(sorted(f.value for f in config.factors)) or 'none'}); configure it "
             "with SetUserPoolMfaConfig or change the policy"
         )
     warnings = list(policy.warnings)
+    settings = gateway.pool_settings()
+    if settings is None:
+        warnings.append(
+            f"cannot describe user pool {pool_id} (no cognito-idp:DescribeUserPool): its "
+            "feature plan and account recovery were not checked"
+        )
+    else:
+        needs_plan = sorted(f.value for f in enabled & {Factor.EMAIL, Factor.PASSKEY})
+        if settings.tier == "LITE" and needs_plan:
+            raise PreflightError(
+                f"user pool {pool_id} is on the Lite feature plan, and the policy enables "
+                f"{' and '.join(needs_plan)} MFA, which needs the Essentials or Plus plan; "
+                "change the pool's plan (UserPoolTier) or the policy"
+            )
+        if settings.recovery == ("verified_email",) and Factor.EMAIL in enabled:
+            raise PreflightError(
+                f"user pool {pool_id} recovers accounts by email only: Cognito does not let "
+                "users set up email MFA then, and a user who prefers email MFA could not get a "
+                "password-reset code by email; add verified_phone_number to the pool's "
+                "AccountRecoverySetting or change the policy"
+            )
     if config.mode == "OFF":
         warnings.append(
-            f"user pool {gateway.user_pool_id} has MFA OFF: preferences are stored but users "
+            f"user pool {pool_id} has MFA OFF: preferences are stored but users "
             "are never prompted for a second factor until MFA is OPTIONAL or ON"
         )
-    if config.mode == "ON" and any(
-        s.value == "disabled" for r in policy.rules for s in r.factors.values()
-    ):
+    disabling = sorted(
+        {f.value for r in policy.rules for f in r.factors_set_to(FactorSetting.DISABLED)}
+    )
+    if config.mode == "ON" and disabling:
         warnings.append(
-            "the pool requires MFA (ON): Cognito refuses to disable factors, so "
-            "rules that disable one cannot converge"
+            f"user pool {pool_id} requires MFA (ON): factors cannot be turned off there, so "
+            "only preference changes (and factors turned on) are planned; users whose rule "
+            f"disables {', '.join(disabling)} are reported guarded (pool_requires_mfa)"
         )
-    return warnings
+    return PoolFacts(mfa=config.mode), warnings
 
 
 @dataclass(frozen=True)
@@ -141,10 +187,12 @@ class Runner:
         self.tokens = tokens
         self.workers = workers
         self.on_rows = on_rows
+        self.pool = PoolFacts()
 
     def start(self, run_id: str | None = None) -> Checkpoint:
         """Preflight and a fresh checkpoint; raises PreflightError before anything is written."""
-        warnings = preflight(self.gateway, self.policy)
+        pool, warnings = preflight(self.gateway, self.policy)
+        self.pool = pool
         checkpoint = Checkpoint(
             run_id=run_id or new_run_id(self.mode.value),
             user_pool_id=self.gateway.user_pool_id,
@@ -156,6 +204,7 @@ class Runner:
             report_uri=self.report.uri,
             report=self.report.sizes(),
             counts=self._counts_with_calls(Counts()).to_dict(),
+            pool={"mfa": pool.mfa},
         )
         self.save_checkpoint(checkpoint)
         return checkpoint
@@ -172,6 +221,7 @@ class Runner:
                 f"{checkpoint.policy_hash}, not {self.policy.hash}; start a new run"
             )
         self.report.truncate(checkpoint.report)
+        self.pool = PoolFacts(**checkpoint.pool) if checkpoint.pool else PoolFacts()
         checkpoint = replace(checkpoint, slices=checkpoint.slices + 1)
         groups = self._group_members()
         in_flight: deque[tuple[int, str | None, list[Future[Row]]]] = deque()
@@ -215,8 +265,10 @@ class Runner:
         counts = Counts.from_dict(checkpoint.counts)
         for row in rows:
             counts.add_row(row)
+        new_warnings = [w for w in self.gateway.warnings if w not in checkpoint.warnings]
         checkpoint = replace(
             checkpoint,
+            warnings=[*checkpoint.warnings, *new_warnings],
             next_page=page + 1,
             next_token=token_after,
             done=token_after is None,
@@ -277,7 +329,7 @@ class Runner:
             resumed = self._resumed(user, probe_allowed, page, token)
             if resumed is not None:
                 return row_of(resumed, self.mode)
-        decision = decide(self.policy, user, self.mode, probe_allowed=probe_allowed)
+        decision = decide(self.policy, user, self.mode, probe_allowed=probe_allowed, pool=self.pool)
         if self.mode is Mode.DRIFT or decision.request is None:
             return row_of(_Outcome(decision, after=user.mfa), self.mode)
         return row_of(self._apply(user, decision, page, token), self.mode)
@@ -293,9 +345,15 @@ class Runner:
             return None
         rejections = [Rejection(r) for r in intent.rejections]
         # A refused TOTP probe was a probe: its failure, now in probe memory, came from this run.
-        probed = probe_allowed or Rejection.TOTP_NOT_VERIFIED in rejections
+        probed = probe_allowed or any(
+            r in rejections for r in (Rejection.TOTP_NOT_VERIFIED, Rejection.PASSKEY_NOT_REGISTERED)
+        )
         redo = decide(
-            self.policy, replace(user, mfa=intent.before), Mode.APPLY, probe_allowed=probed
+            self.policy,
+            replace(user, mfa=intent.before),
+            Mode.APPLY,
+            probe_allowed=probed,
+            pool=self.pool,
         )
         for rejection in rejections:
             redo = after_rejection(redo, rejection)
@@ -308,10 +366,8 @@ class Runner:
         return None
 
     def _read(self, listed: ListedUser, groups: frozenset[str], token: str | None) -> User:
-        read: MfaRead = (
-            self.gateway.token_read(token)
-            if token is not None
-            else self.gateway.admin_read(listed.username)
+        read: MfaRead = self.gateway.read_user(
+            listed.username, access_token=token, sms_mfa_option=listed.sms_mfa_option
         )
         return replace(
             as_user(listed, groups),
@@ -319,6 +375,8 @@ class Runner:
             enabled=listed.enabled if read.enabled is None else read.enabled,
             attributes=read.attributes or listed.attributes,
             mfa=read.mfa,
+            legacy_sms=read.legacy_sms,
+            auth_factors=read.auth_factors,
         )
 
     def _apply(
@@ -347,7 +405,7 @@ class Runner:
                 rejection = exc.rejection
                 if rejection is None:
                     return self._error_outcome(decision, exc)
-                if rejection.factor is Factor.TOTP:
+                if rejection.factor in (Factor.TOTP, Factor.PASSKEY):
                     self.probes.record_failure(user.sub)
                 refused.append(rejection)
                 decision = after_rejection(decision, rejection)
@@ -368,9 +426,17 @@ class Runner:
         if exc.code == "UserNotFoundException":
             outcome, reason = Outcome.SKIPPED, "user_not_found: deleted during the run"
         elif exc.code == "NotAuthorizedException" and self.auth == ACCESS_TOKEN:
-            outcome, reason = Outcome.TOKEN_INVALID, "stored access token expired or revoked"
-        elif exc.code in ("UserNotConfirmedException", "PasswordResetRequiredException"):
-            outcome, reason = Outcome.SKIPPED, f"{exc.code}: Cognito refuses changes to this user"
+            problem = exc.token_problem
+            outcome = Outcome.TOKEN_INVALID
+            reason = (
+                f"stored access token {problem}"
+                if problem
+                else f"stored access token refused: {exc.message}"
+            )
+        elif exc.code == "UserNotConfirmedException":
+            outcome, reason = Outcome.SKIPPED, WRITE_REFUSED_STATUSES["UNCONFIRMED"]
+        elif exc.code == "PasswordResetRequiredException":
+            outcome, reason = Outcome.SKIPPED, WRITE_REFUSED_STATUSES["RESET_REQUIRED"]
         else:
             outcome, reason = Outcome.FAILED, f"{exc.operation}: {exc.message}"
         failed = replace(decision, outcome=outcome, reason=reason, request=None)
@@ -398,6 +464,8 @@ def row_of(result: _Outcome, mode: Mode) -> Row:
     }
     if mode is Mode.APPLY:
         row["after"] = result.after.to_dict() if result.after else None
+    if d.legacy_sms and result.read:
+        row["legacy_sms"] = True
     if result.error:
         row["error"] = result.error
     return row

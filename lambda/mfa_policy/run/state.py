@@ -45,6 +45,8 @@ class Checkpoint:
     report_uri: str = ""
     report: dict[str, Any] = field(default_factory=dict)
     slices: int = 0
+    #: What preflight learnt of the pool that decisions depend on (PoolFacts).
+    pool: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -46,11 +46,28 @@ JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 SMS = "SMS_MFA"
 TOTP = "SOFTWARE_TOKEN_MFA"
 EMAIL = "EMAIL_OTP"
+#: Passkey MFA's name in UserMFASettingList, as a field report shows it (not documented).
+PASSKEY = "WEB_AUTHN_MFA"
 #: Request block name -> the factor name Cognito uses in UserMFASettingList.
 SETTINGS_BLOCKS: dict[str, str] = {
     "SMSMfaSettings": SMS,
     "SoftwareTokenMfaSettings": TOTP,
     "EmailMfaSettings": EMAIL,
+    "WebAuthnMfaSettings": PASSKEY,
+}
+CODE_FACTORS = frozenset({SMS, TOTP, EMAIL})
+PASSKEY_MFA_CONFIGURATION = "MULTI_FACTOR_WITH_USER_VERIFICATION"
+#: Operations counted against Cognito's per-user quotas (10 reads, 10 writes a second).
+USER_READ_OPERATIONS = frozenset(
+    {"AdminGetUser", "GetUser", "AdminGetUserAuthFactors", "GetUserAuthFactors"}
+)
+USER_WRITE_OPERATIONS = frozenset(
+    {"AdminSetUserMFAPreference", "SetUserMFAPreference", "AdminSetUserSettings", "SetUserSettings"}
+)
+#: The refusals of writes to users who cannot take MFA changes yet, by UserStatus.
+WRITE_REFUSED_STATUS_ERRORS = {
+    "UNCONFIRMED": ("UserNotConfirmedException", "User is not confirmed."),
+    "RESET_REQUIRED": ("PasswordResetRequiredException", "Password reset required for the user"),
 }
 MAX_LIST_LIMIT = 60
 SMS_MFA_OPTION = {"DeliveryMedium": "SMS", "AttributeName": "phone_number"}
@@ -98,6 +115,13 @@ class UserFacts:
     totp_verified: bool
     pool_mfa: str  # OFF | ON | OPTIONAL
     pool_email_mfa: bool  # the pool has an EmailMfaConfiguration
+    #: TOTP is listed as enabled (with ``totp_verified`` False: re-associated, not verified).
+    totp_enabled: bool = False
+    status: str = "CONFIRMED"
+    #: WebAuthnConfiguration.FactorConfiguration is MULTI_FACTOR_WITH_USER_VERIFICATION.
+    pool_passkey_mfa: bool = False
+    #: The user has registered a passkey (a WebAuthn credential).
+    has_passkey: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +154,11 @@ def _preferred(block: Mapping[str, Any]) -> bool:
 
 # --------------------------------------------------------------------------------------------
 # Rules for AdminSetUserMFAPreference / SetUserMFAPreference, in the order they are checked.
+
+
+def user_can_take_changes(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
+    refused = WRITE_REFUSED_STATUS_ERRORS.get(facts.status)
+    return CognitoError(*refused) if refused else None
 
 
 def one_preferred_factor(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
@@ -184,12 +213,51 @@ def totp_needs_verified_token(body: Mapping[str, Any], facts: UserFacts) -> Cogn
     block = settings_blocks(body).get(TOTP)
     if block is None or facts.totp_verified:
         return None
-    if _enabled(block):
-        return invalid_parameter("User has not verified software token mfa")
+    if _enabled(block) and not facts.totp_enabled:
+        # The service's current wording for a user who never verified a token.
+        return invalid_parameter(
+            "User does not have delivery config set to turn on SOFTWARE_TOKEN_MFA"
+        )
+    # Re-associated and not verified (still listed), or a block for a token never set up.
     return invalid_parameter("User has not set up software token mfa")
 
 
+def passkey_mfa_configured_on_pool(
+    body: Mapping[str, Any], facts: UserFacts
+) -> CognitoError | None:
+    block = settings_blocks(body).get(PASSKEY)
+    if block is not None and _enabled(block) and not facts.pool_passkey_mfa:
+        return invalid_parameter("WebAuthn MFA is not enabled for this user pool.")
+    return None
+
+
+def passkey_needs_another_factor_in_request(
+    body: Mapping[str, Any], facts: UserFacts
+) -> CognitoError | None:
+    # Refused even when another factor is already on (field report, 2026): the same request
+    # must turn one on.
+    blocks = settings_blocks(body)
+    block = blocks.get(PASSKEY)
+    if block is None or not _enabled(block):
+        return None
+    if not any(_enabled(b) for f, b in blocks.items() if f in CODE_FACTORS):
+        return invalid_parameter("WebAuthn MFA requires enabling an additional MFA setting.")
+    return None
+
+
+def passkey_needs_registered_credential(
+    body: Mapping[str, Any], facts: UserFacts
+) -> CognitoError | None:
+    block = settings_blocks(body).get(PASSKEY)
+    if block is not None and _enabled(block) and not facts.has_passkey:
+        return invalid_parameter(
+            "User does not have applicable WebAuthn credentials to enable WebAuthn MFA."
+        )
+    return None
+
+
 MFA_PREFERENCE_RULES: tuple[Rule, ...] = (
+    user_can_take_changes,
     one_preferred_factor,
     preferred_factor_is_enabled,
     required_mfa_keeps_factors,
@@ -197,6 +265,9 @@ MFA_PREFERENCE_RULES: tuple[Rule, ...] = (
     sms_needs_phone_number,
     email_needs_email_address,
     totp_needs_verified_token,
+    passkey_mfa_configured_on_pool,
+    passkey_needs_another_factor_in_request,
+    passkey_needs_registered_credential,
 )
 
 
@@ -267,6 +338,30 @@ def check_pool_mfa_config(body: Mapping[str, Any]) -> CognitoError | None:
     return None
 
 
+#: The feature plan of a pool created without one.
+DEFAULT_TIER = "ESSENTIALS"
+
+
+def check_pool_feature_plan(body: Mapping[str, Any], tier: str) -> CognitoError | None:
+    """Email MFA and passkey MFA need the Essentials plan or higher."""
+    passkey = (body.get("WebAuthnConfiguration") or {}).get("FactorConfiguration")
+    if tier == "LITE" and (
+        body.get("EmailMfaConfiguration") is not None or passkey == PASSKEY_MFA_CONFIGURATION
+    ):
+        return CognitoError(
+            "FeatureUnavailableInTierException",
+            "This feature is not available in the current feature plan (LITE) of the user pool.",
+        )
+    return None
+
+
+def _shape_pool(response: dict[str, Any]) -> dict[str, Any]:
+    """DescribeUserPool: a pool created without a feature plan is on Essentials."""
+    pool = response.get("UserPool") or {}
+    pool.setdefault("UserPoolTier", DEFAULT_TIER)
+    return response
+
+
 def check_access_token(
     *, known: bool, looks_issued: bool, expired: bool, user_enabled: bool
 ) -> CognitoError | None:
@@ -283,18 +378,27 @@ def check_access_token(
     return None
 
 
-def shape_user_response(response: dict[str, Any], *, email_mfa_enabled: bool) -> dict[str, Any]:
-    """AdminGetUser/GetUser as Cognito sends it: empty MFA keys omitted, legacy MFAOptions."""
+def shape_user_response(
+    response: dict[str, Any],
+    *,
+    email_mfa_enabled: bool,
+    passkey_mfa_enabled: bool = False,
+    legacy_sms: bool = False,
+) -> dict[str, Any]:
+    """AdminGetUser/GetUser as Cognito sends it: empty MFA keys omitted, MFAOptions listing
+    SMS for SMS users (and alone for legacy SMS users, whom UserMFASettingList omits)."""
     shaped = dict(response)
     factors = list(shaped.pop("UserMFASettingList", None) or [])
     if email_mfa_enabled and EMAIL not in factors:
         factors.append(EMAIL)
+    if passkey_mfa_enabled and PASSKEY not in factors:
+        factors.append(PASSKEY)
     if factors:
         shaped["UserMFASettingList"] = factors
     if not shaped.get("PreferredMfaSetting"):
         shaped.pop("PreferredMfaSetting", None)
     shaped.pop("MFAOptions", None)
-    if SMS in factors:
+    if SMS in factors or legacy_sms:
         shaped["MFAOptions"] = [dict(SMS_MFA_OPTION)]
     return shaped
 
@@ -325,13 +429,18 @@ class Quotas:
     burst above the rate is absorbed and a sustained one is throttled.
     """
 
-    user_read: float | None = 120  # AdminGetUser, GetUser
+    user_read: float | None = 120  # AdminGetUser, GetUser, (Admin)GetUserAuthFactors
     user_resource_update: float | None = 25  # (Admin)SetUserMFAPreference, TOTP association
     user_list: float | None = 30  # ListUsers, ListUsersInGroup
     user_pool_resource_read: float | None = 20  # GetUserPoolMfaConfig, DescribeUserPool
     user_pool_resource_update: float | None = 15  # SetUserPoolMfaConfig, UpdateUserPool
     user_authentication: float | None = 120  # (Admin)InitiateAuth, (Admin)RespondToAuthChallenge
     user_update: float | None = 25  # AdminDisableUser, AdminUserGlobalSignOut, ...
+    #: UserPoolResourceRead/Update operations also have 5/s per operation per pool.
+    per_pool_operation: float | None = 5
+    #: Each user: 10 read and 10 write operations a second.
+    per_user_reads: float | None = 10
+    per_user_writes: float | None = 10
     burst_seconds: float = 1.0
 
     def __post_init__(self) -> None:
@@ -496,7 +605,7 @@ class FidelityMiddleware:
         self._settings = _Settings(quotas, None, token_ttl_seconds)
         self.latency = latency  # validated
         self._initial_settings = replace(self._settings)
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: dict[Any, TokenBucket] = {}
         self._calls: Counter[str] = Counter()
         self._throttled: Counter[str] = Counter()
         self._faults: list[Fault] = []
@@ -505,9 +614,17 @@ class FidelityMiddleware:
         # Stand-in state moto has no place for; guarded by `lock`.
         self._email_mfa_users: set[tuple[str, str]] = set()  # (pool id, sub)
         self._pool_email_config: dict[str, dict[str, Any]] = {}
+        self._pool_webauthn_config: dict[str, dict[str, Any]] = {}
         self._token_issued_at: dict[str, float] = {}
         self._expired_tokens: set[str] = set()
+        self._revoked_tokens: set[str] = set()
         self._token_clients: dict[str, str] = {}
+        # Per user, as (pool id, sub): SMS on through MFAOptions only; no password; a passkey
+        # registered; passkey MFA on.
+        self._legacy_sms_users: set[tuple[str, str]] = set()
+        self._passwordless_users: set[tuple[str, str]] = set()
+        self._passkey_users: set[tuple[str, str]] = set()
+        self._passkey_mfa_users: set[tuple[str, str]] = set()
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -593,9 +710,13 @@ class FidelityMiddleware:
         with self.lock:
             self._email_mfa_users.clear()
             self._pool_email_config.clear()
+            self._pool_webauthn_config.clear()
             self._token_issued_at.clear()
             self._expired_tokens.clear()
+            self._revoked_tokens.clear()
             self._token_clients.clear()
+            for users in self._user_flags().values():
+                users.clear()
         self.clear_faults()
         self.reset_counters()
         with self._control:
@@ -611,6 +732,35 @@ class FidelityMiddleware:
     def email_mfa_enabled(self, pool_id: str, sub: str) -> bool:
         with self.lock:
             return (pool_id, sub) in self._email_mfa_users
+
+    def _user_flags(self) -> dict[str, set[tuple[str, str]]]:
+        return {
+            "legacy_sms": self._legacy_sms_users,
+            "passwordless": self._passwordless_users,
+            "passkey": self._passkey_users,
+            "passkey_mfa": self._passkey_mfa_users,
+        }
+
+    def set_user_flag(self, flag: str, pool_id: str, sub: str, on: bool) -> None:
+        """Seed state moto has no place for: `legacy_sms` (SMS MFA on through MFAOptions only),
+        `passwordless` (no password), `passkey` (a registered passkey), `passkey_mfa`."""
+        with self.lock:
+            users = self._user_flags()[flag]
+            if on:
+                users.add((pool_id, sub))
+            else:
+                users.discard((pool_id, sub))
+
+    def user_flag(self, flag: str, pool_id: str, sub: str) -> bool:
+        with self.lock:
+            return (pool_id, sub) in self._user_flags()[flag]
+
+    def set_pool_webauthn_config(self, pool_id: str, config: Mapping[str, Any] | None) -> None:
+        with self.lock:
+            if config is None:
+                self._pool_webauthn_config.pop(pool_id, None)
+            else:
+                self._pool_webauthn_config[pool_id] = dict(config)
 
     def set_pool_email_mfa_config(self, pool_id: str, config: Mapping[str, Any] | None) -> None:
         with self.lock:
@@ -667,6 +817,13 @@ class FidelityMiddleware:
             self._token_issued_at[token] = time.time()
             return token
 
+    def revoke_user_tokens(self, pool: CognitoIdpUserPool, username: str) -> None:
+        """What AdminDisableUser does to a user's tokens: revoked for good."""
+        with self.lock:
+            self._revoked_tokens.update(
+                token for token, (_, owner) in pool.access_tokens.items() if owner == username
+            )
+
     def _token_expired(self, token: str) -> bool:
         if token in self._expired_tokens:
             return True
@@ -693,6 +850,8 @@ class FidelityMiddleware:
         found = self._find_token(token, account_id)
         user = found[1]._get_user(found[2]) if found else None
         claims = jwt_claims(token) or {}
+        if token in self._revoked_tokens:
+            raise _Reject(not_authorized("Access Token has been revoked"))
         error = check_access_token(
             known=found is not None,
             looks_issued=claims.get("token_use") == "access"
@@ -745,7 +904,7 @@ class FidelityMiddleware:
         with self._control:
             now = time.monotonic()
             if any(storm.throttles(operation, now) for storm in self._storms) or (
-                not self._bucket_allows(operation)
+                not self._bucket_allows(operation, body)
             ):
                 self._throttled[operation] += 1
                 return THROTTLED, 0.0
@@ -762,20 +921,33 @@ class FidelityMiddleware:
                 return fault.error, stall
             return None, stall
 
-    def _bucket_allows(self, operation: str) -> bool:
+    def _bucket_allows(self, operation: str, body: Mapping[str, Any]) -> bool:
+        """Every quota the request counts against: its category's (per account), 5/s per
+        operation per pool for pool resource reads and updates, 10 reads or writes a second
+        per user."""
         quotas = self._settings.quotas
         category = OPERATION_CATEGORIES.get(operation)
         if quotas is None or category is None:
             return True
-        rate = getattr(quotas, category)
-        if rate is None:
-            return True
-        bucket = self._buckets.get(category)
-        if bucket is None:
-            bucket = self._buckets[category] = TokenBucket(
-                rate, quotas.burst_seconds, time.monotonic
-            )
-        return bucket.try_take()
+        user = body.get("AccessToken") or (body.get("UserPoolId"), body.get("Username"))
+        buckets: list[tuple[Any, float | None]] = [(category, getattr(quotas, category))]
+        if category in ("user_pool_resource_read", "user_pool_resource_update"):
+            buckets.append(((operation, body.get("UserPoolId")), quotas.per_pool_operation))
+        if operation in USER_READ_OPERATIONS:
+            buckets.append((("user reads", user), quotas.per_user_reads))
+        if operation in USER_WRITE_OPERATIONS:
+            buckets.append((("user writes", user), quotas.per_user_writes))
+        for key, rate in buckets:
+            if rate is None:
+                continue
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = TokenBucket(
+                    rate, quotas.burst_seconds, time.monotonic
+                )
+            if not bucket.try_take():
+                return False
+        return True
 
     def _handle(
         self, operation: str, body: dict[str, Any], environ: dict[str, Any]
@@ -822,6 +994,14 @@ class FidelityMiddleware:
             backend = cognitoidp_backends[account_id][region]
             pool = backend.describe_user_pool(body.get("UserPoolId", ""))
             return _json_response(self._pool_mfa_config(pool))
+        if operation == "AdminGetUserAuthFactors":
+            backend = cognitoidp_backends[account_id][region]
+            pool = backend.describe_user_pool(body.get("UserPoolId", ""))
+            user = backend.admin_get_user(pool.id, body.get("Username", ""))
+            return _json_response(self._auth_factors(pool, user))
+        if operation == "GetUserAuthFactors":
+            _, pool, user = self._authorize(str(body.get("AccessToken", "")), account_id)
+            return _json_response(self._auth_factors(pool, user))
         if operation in ("ListUsers", "ListUsersInGroup"):
             error = list_limit_within_bounds(body)
             if error is not None:
@@ -835,6 +1015,19 @@ class FidelityMiddleware:
             return captured
         if operation in ("AdminGetUser", "GetUser"):
             return _rewrite_json(captured, lambda response: self._shape_user(pool_id, response))
+        if operation == "ListUsers":
+            return _rewrite_json(captured, lambda response: self._shape_list(pool_id, response))
+        if operation == "DescribeUserPool":
+            return _rewrite_json(captured, _shape_pool)
+        if operation == "AdminDisableUser":
+            backend = cognitoidp_backends[account_id][region]
+            pool = backend.describe_user_pool(str(pool_id))
+            self.revoke_user_tokens(pool, str(body.get("Username", "")))
+        if operation == "AssociateSoftwareToken" and "AccessToken" in body:
+            # A new secret replaces the verified one: TOTP stays listed but is not in effect
+            # until VerifySoftwareToken.
+            _, pool, user = self._authorize(str(body["AccessToken"]), account_id)
+            user.token_verified = False
         if operation in AUTH_OPERATIONS:
             result = json.loads(captured.body or b"{}").get("AuthenticationResult") or {}
             if result.get("AccessToken"):
@@ -844,17 +1037,76 @@ class FidelityMiddleware:
     def _shape_user(self, pool_id: Any, response: dict[str, Any]) -> dict[str, Any]:
         attributes = {a.get("Name"): a.get("Value") for a in response.get("UserAttributes", [])}
         key = (pool_id, attributes.get("sub"))
-        return shape_user_response(response, email_mfa_enabled=key in self._email_mfa_users)
+        return shape_user_response(
+            response,
+            email_mfa_enabled=key in self._email_mfa_users,
+            passkey_mfa_enabled=key in self._passkey_mfa_users,
+            legacy_sms=key in self._legacy_sms_users,
+        )
+
+    def _shape_list(self, pool_id: Any, response: dict[str, Any]) -> dict[str, Any]:
+        """ListUsers rows: MFAOptions lists SMS for SMS users (its only MFA signal)."""
+        pool = self.backend().user_pools.get(str(pool_id))
+        for row in response.get("Users") or []:
+            row.pop("MFAOptions", None)
+            user = pool._get_user(row.get("Username", "")) if pool is not None else None
+            if user is None:
+                continue
+            if user.sms_mfa_enabled or (pool_id, user.id) in self._legacy_sms_users:
+                row["MFAOptions"] = [dict(SMS_MFA_OPTION)]
+        return response
+
+    def _auth_factors(self, pool: CognitoIdpUserPool, user: CognitoIdpUser) -> dict[str, Any]:
+        """(Admin)GetUserAuthFactors, which moto lacks: the MFA settings (no MFAOptions, so
+        legacy SMS does not show) and the configured sign-in factors."""
+        key = (pool.id, user.id)
+        state = self._mfa_state(user)
+        names = [f for f in (TOTP, SMS, EMAIL) if f in state.enabled]
+        if key in self._passkey_mfa_users:
+            names.append(PASSKEY)
+        configured = []
+        if key not in self._passwordless_users:
+            configured.append("PASSWORD")
+        first = set(
+            ((pool.extended_config.get("Policies") or {}).get("SignInPolicy") or {}).get(
+                "AllowedFirstAuthFactors"
+            )
+            or []
+        )
+        if "EMAIL_OTP" in first and user.attribute_lookup.get("email"):
+            configured.append("EMAIL_OTP")
+        if "SMS_OTP" in first and user.attribute_lookup.get("phone_number"):
+            configured.append("SMS_OTP")
+        if key in self._passkey_users:
+            configured.append("WEB_AUTHN")
+        if user.token_verified:
+            configured.append("SOFTWARE_TOKEN")
+        response: dict[str, Any] = {"Username": user.username}
+        if names:
+            response["UserMFASettingList"] = names
+        if state.preferred:
+            response["PreferredMfaSetting"] = state.preferred
+        if configured:
+            response["ConfiguredUserAuthFactors"] = configured
+        return response
 
     def _set_mfa_preference(
         self, pool: CognitoIdpUserPool, user: CognitoIdpUser, body: dict[str, Any]
     ) -> _Captured | CognitoError:
+        key = (pool.id, user.id)
         facts = UserFacts(
             has_phone=bool(user.attribute_lookup.get("phone_number")),
             has_email=bool(user.attribute_lookup.get("email")),
             totp_verified=bool(user.token_verified),
             pool_mfa=pool.mfa_config or "OFF",
             pool_email_mfa=pool.id in self._pool_email_config,
+            totp_enabled=bool(user.software_token_mfa_enabled),
+            status=str(getattr(user.status, "value", user.status)),
+            pool_passkey_mfa=(self._pool_webauthn_config.get(pool.id) or {}).get(
+                "FactorConfiguration"
+            )
+            == PASSKEY_MFA_CONFIGURATION,
+            has_passkey=key in self._passkey_users,
         )
         error = check_mfa_preference(body, facts)
         if error is not None:
@@ -865,6 +1117,10 @@ class FidelityMiddleware:
         user.software_token_mfa_enabled = TOTP in after.enabled
         user.preferred_mfa_setting = after.preferred or ""
         self.set_email_mfa_enabled(pool.id, user.id, EMAIL in after.enabled)
+        self.set_user_flag("passkey_mfa", pool.id, user.id, PASSKEY in after.enabled)
+        if SMS in settings_blocks(body):
+            # The current API's SMS setting replaces the legacy MFAOptions switch.
+            self.set_user_flag("legacy_sms", pool.id, user.id, False)
         return _json_response({})
 
     def _mfa_state(self, user: CognitoIdpUser) -> MfaState:
@@ -877,18 +1133,24 @@ class FidelityMiddleware:
             )
             if on
         }
+        if (user.user_pool_id, user.id) in self._passkey_mfa_users:
+            enabled.add(PASSKEY)
         return MfaState(frozenset(enabled), user.preferred_mfa_setting or None)
 
     def _set_pool_mfa_config(
         self, pool: CognitoIdpUserPool, body: dict[str, Any]
     ) -> _Captured | CognitoError:
-        error = check_pool_mfa_config(body)
+        error = check_pool_mfa_config(body) or check_pool_feature_plan(
+            body, pool.extended_config.get("UserPoolTier") or DEFAULT_TIER
+        )
         if error is not None:
             return error
         pool.mfa_config = body.get("MfaConfiguration", "OFF")
         pool.sms_mfa_config = body.get("SmsMfaConfiguration")
         pool.token_mfa_config = body.get("SoftwareTokenMfaConfiguration")
         self.set_pool_email_mfa_config(pool.id, body.get("EmailMfaConfiguration"))
+        if "WebAuthnConfiguration" in body:
+            self.set_pool_webauthn_config(pool.id, body.get("WebAuthnConfiguration"))
         return _json_response(self._pool_mfa_config(pool))
 
     def _pool_mfa_config(self, pool: CognitoIdpUserPool) -> dict[str, Any]:
@@ -897,6 +1159,7 @@ class FidelityMiddleware:
             "SoftwareTokenMfaConfiguration": pool.token_mfa_config,
             "EmailMfaConfiguration": self._pool_email_config.get(pool.id),
             "MfaConfiguration": pool.mfa_config or "OFF",
+            "WebAuthnConfiguration": self._pool_webauthn_config.get(pool.id),
         }
         return {key: value for key, value in config.items() if value is not None}
 
