@@ -234,7 +234,7 @@ def test_throttling_storm_completes_with_no_user_failed_and_the_fault_free_resul
     started = threading.Event()
 
     def storm_on_first_read(operation: str, body: Mapping[str, Any]) -> None:
-        if operation == "AdminGetUser" and not started.is_set():
+        if operation == "AdminGetUserAuthFactors" and not started.is_set():
             started.set()
             standin.throttle_storm(0.8, seconds=2.5)
 
@@ -280,7 +280,7 @@ def test_server_errors_on_every_first_request_are_retried_and_no_user_fails(
     for operation, key in (
         ("ListUsers", "PaginationToken"),
         ("ListUsersInGroup", "GroupName"),
-        ("AdminGetUser", "Username"),
+        ("AdminGetUserAuthFactors", "Username"),
         ("AdminSetUserMFAPreference", "Username"),
         ("GetUserPoolMfaConfig", "UserPoolId"),
     ):
@@ -299,7 +299,9 @@ def test_server_errors_on_every_first_request_are_retried_and_no_user_fails(
     assert summary["complete"] and summary["counts"]["by_outcome"]["failed"] == 0
     calls = summary["counts"]["api_calls"]
     in_scope_reads = sum(1 for r in clean_rows if r["before"] is not None)
-    assert calls["admin_get_user"] == 2 * in_scope_reads  # each read: a 500, then the answer
+    assert (
+        calls["admin_get_user_auth_factors"] == 2 * in_scope_reads
+    )  # each read: a 500, then the answer
     assert calls["get_user_pool_mfa_config"] == 2
     after = pool_state(standin, pool.pool_id)
     assert_invariants(rows, before, after, writes.accepted, fast_policy())
@@ -324,7 +326,7 @@ def test_timeouts_are_retried_and_a_write_that_landed_late_is_not_a_second_chang
         first = first_time_per("Username")
         return lambda body: body.get("Username") in victims and first(body)
 
-    standin.stall("AdminGetUser", 1.0, times=None, match=first_for_victims())
+    standin.stall("AdminGetUserAuthFactors", 1.0, times=None, match=first_for_victims())
     standin.stall("AdminSetUserMFAPreference", 1.0, times=None, match=first_for_victims())
 
     summary, rows = run(standin, pool.pool_id, Mode.APPLY, tmp_path, "timeouts", client=client)
@@ -357,7 +359,7 @@ def test_users_deleted_or_changed_mid_run_get_one_recorded_outcome_each(
         backend = standin.backend
         with standin.lock:
             if (operation, username) in (
-                ("AdminGetUser", deleted_before_read),
+                ("AdminGetUserAuthFactors", deleted_before_read),
                 ("AdminSetUserMFAPreference", deleted_before_write),
             ):
                 backend.admin_delete_user(pool.pool_id, username)
@@ -418,7 +420,7 @@ def test_tokens_expiring_mid_run_are_token_invalid_and_those_users_are_not_touch
 
     def hook(operation: str, body: Mapping[str, Any]) -> None:
         nonlocal reads
-        if operation == "GetUser" and body.get("AccessToken") in user_of_token:
+        if operation == "GetUserAuthFactors" and body.get("AccessToken") in user_of_token:
             with lock:
                 reads += 1
                 if reads == 60:  # the rest of the pool's tokens expire now
@@ -569,7 +571,7 @@ def test_large_pool_pushed_past_the_quota_in_a_storm_completes_with_nobody_faile
     started = threading.Event()
 
     def storm_on_first_read(operation: str, body: Mapping[str, Any]) -> None:
-        if operation == "AdminGetUser" and not started.is_set():
+        if operation == "AdminGetUserAuthFactors" and not started.is_set():
             started.set()
             cognito.throttle_storm(0.8, seconds=1.5)
 

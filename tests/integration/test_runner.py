@@ -616,7 +616,12 @@ def test_report_files_hold_the_summary_rows_csv_and_markdown(standin, demo_pool,
     assert set(by_rule) == {"admins", "everyone", "(no rule)"}
     calls = saved["counts"]["api_calls"]
     in_scope = sum(n for kind, n in pool.counts.items() if kind not in OUT_OF_SCOPE)
-    assert in_scope <= calls["admin_get_user_auth_factors"] == standin.calls["AdminGetUserAuthFactors"] <= pool.total
+    assert (
+        in_scope
+        <= calls["admin_get_user_auth_factors"]
+        == standin.calls["AdminGetUserAuthFactors"]
+        <= pool.total
+    )
     assert calls["list_users"] == standin.calls["ListUsers"] == 2  # 61 users: two pages
     assert calls["get_user_pool_mfa_config"] == 1
     assert calls["admin_set_user_mfa_preference"] == standin.calls["AdminSetUserMFAPreference"]

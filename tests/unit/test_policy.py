@@ -150,7 +150,9 @@ def test_match_mapping_is_checked_field_by_field():
 
 def test_rule_with_no_factors_is_an_error():
     doc = {**MINIMAL, "rules": [{**MINIMAL["rules"][0], "factors": {}}]}
-    assert errors_of(doc) == ["rules[0].factors: must not be empty (one of totp, sms, email, passkey)"]
+    assert errors_of(doc) == [
+        "rules[0].factors: must not be empty (one of totp, sms, email, passkey)"
+    ]
 
 
 def test_booleans_are_not_numbers():

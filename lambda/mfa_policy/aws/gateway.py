@@ -418,6 +418,7 @@ class CognitoGateway:
         *,
         access_token: str | None = None,
         sms_mfa_option: bool = False,
+        with_attributes: bool = False,
     ) -> MfaRead:
         """One user's MFA state: by ``access_token`` (GetUserAuthFactors) or as an admin by
         ``username`` (AdminGetUserAuthFactors). Where the caller may not use that operation,
@@ -425,6 +426,8 @@ class CognitoGateway:
 
         ``sms_mfa_option``: the user's ListUsers row lists SMS in MFAOptions (the auth-factors
         reads do not return MFAOptions, so legacy SMS MFA shows only there).
+        ``with_attributes``: read with AdminGetUser/GetUser, which return the user's
+        attributes (and, for AdminGetUser, count the user as an MAU) but no auth factors.
         """
         if access_token is not None:
             operation, kwargs = READS["token"], {"AccessToken": access_token}
@@ -432,7 +435,7 @@ class CognitoGateway:
             assert username is not None, "an admin read needs a username"
             operation = READS["admin"]
             kwargs = {"UserPoolId": self.user_pool_id, "Username": username}
-        if operation in self._unavailable:
+        if with_attributes or operation in self._unavailable:
             operation = FALLBACK_READS[operation]
         try:
             response = self._call(operation, **kwargs)
@@ -476,12 +479,12 @@ class CognitoGateway:
                 )
             )
 
-    # Kept for callers that read one way only (single-user commands, rollback).
+    # The single-user commands check and show attributes, so they read them.
     def admin_read(self, username: str) -> MfaRead:
-        return self.read_user(username)
+        return self.read_user(username, with_attributes=True)
 
     def token_read(self, access_token: str) -> MfaRead:
-        return self.read_user(access_token=access_token)
+        return self.read_user(access_token=access_token, with_attributes=True)
 
     def admin_write(self, username: str, request: MfaRequest) -> None:
         self._call(

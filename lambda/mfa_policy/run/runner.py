@@ -76,15 +76,36 @@ def rate_limiter_for(policy: Policy) -> RateLimiter:
     )
 
 
-_PLAN_NAMES = {"LITE": "Lite", "ESSENTIALS": "Essentials", "PLUS": "Plus"}
-
-
 def preflight(gateway: CognitoGateway, policy: Policy) -> tuple[PoolFacts, list[str]]:
     """Refuse a policy the pool cannot honour, before any write; return the pool's facts and
     warnings. Reads GetUserPoolMfaConfig and DescribeUserPool, once each."""
     pool_id = gateway.user_pool_id
     config = gateway.pool_mfa_config()
+    settings = gateway.pool_settings()
     enabled = policy.factors_enabled
+    warnings = list(policy.warnings)
+    if settings is None:
+        warnings.append(
+            f"cannot describe user pool {pool_id} (no cognito-idp:DescribeUserPool): its "
+            "feature plan and account recovery were not checked"
+        )
+    else:
+        # Before the factor check: a Lite pool cannot even configure these, so the plan is
+        # the reason, not the configuration.
+        needs_plan = sorted(f.value for f in enabled & {Factor.EMAIL, Factor.PASSKEY})
+        if settings.tier == "LITE" and needs_plan:
+            raise PreflightError(
+                f"user pool {pool_id} is on the Lite feature plan, and the policy enables "
+                f"{' and '.join(needs_plan)} MFA, which needs the Essentials or Plus plan; "
+                "change the pool's plan (UserPoolTier) or the policy"
+            )
+        if settings.recovery == ("verified_email",) and Factor.EMAIL in enabled:
+            raise PreflightError(
+                f"user pool {pool_id} recovers accounts by email only: Cognito does not let "
+                "users set up email MFA then, and a user who prefers email MFA could not get a "
+                "password-reset code by email; add verified_phone_number to the pool's "
+                "AccountRecoverySetting or change the policy"
+            )
     missing = sorted(f.value for f in enabled - config.factors)
     if missing and config.mode == "OFF":
         # Cognito refuses factor settings on a pool with MFA OFF, so such a pool offers none.
@@ -108,28 +129,6 @@ def preflight(gateway: CognitoGateway, policy: Policy) -> tuple[PoolFacts, list[
             f"{', '.join(sorted(f.value for f in config.factors)) or 'none'}); configure it "
             "with SetUserPoolMfaConfig or change the policy"
         )
-    warnings = list(policy.warnings)
-    settings = gateway.pool_settings()
-    if settings is None:
-        warnings.append(
-            f"cannot describe user pool {pool_id} (no cognito-idp:DescribeUserPool): its "
-            "feature plan and account recovery were not checked"
-        )
-    else:
-        needs_plan = sorted(f.value for f in enabled & {Factor.EMAIL, Factor.PASSKEY})
-        if settings.tier == "LITE" and needs_plan:
-            raise PreflightError(
-                f"user pool {pool_id} is on the Lite feature plan, and the policy enables "
-                f"{' and '.join(needs_plan)} MFA, which needs the Essentials or Plus plan; "
-                "change the pool's plan (UserPoolTier) or the policy"
-            )
-        if settings.recovery == ("verified_email",) and Factor.EMAIL in enabled:
-            raise PreflightError(
-                f"user pool {pool_id} recovers accounts by email only: Cognito does not let "
-                "users set up email MFA then, and a user who prefers email MFA could not get a "
-                "password-reset code by email; add verified_phone_number to the pool's "
-                "AccountRecoverySetting or change the policy"
-            )
     if config.mode == "OFF":
         warnings.append(
             f"user pool {pool_id} has MFA OFF: preferences are stored but users "
