@@ -69,19 +69,24 @@ _PROVIDER_MARGIN = Duration.minutes(5)
 _QUERY_INTERVAL = Duration.seconds(30)
 _ALARM_PERIOD = Duration.hours(1)
 
+# Users are read with AdminGetUserAuthFactors (no MAU); AdminGetUser stays granted as the
+# fallback where the newer operation is not available.
 _ADMIN_ACTIONS = (
     "cognito-idp:ListUsers",
     "cognito-idp:ListUsersInGroup",
     "cognito-idp:GetUserPoolMfaConfig",
+    "cognito-idp:DescribeUserPool",
+    "cognito-idp:AdminGetUserAuthFactors",
     "cognito-idp:AdminGetUser",
     "cognito-idp:AdminSetUserMFAPreference",
 )
-# Access-token mode reads and writes each user with that user's own token (GetUser,
+# Access-token mode reads and writes each user with that user's own token (GetUserAuthFactors,
 # SetUserMFAPreference), which IAM does not govern; only the pool-level calls need IAM.
 _ACCESS_TOKEN_ACTIONS = (
     "cognito-idp:ListUsers",
     "cognito-idp:ListUsersInGroup",
     "cognito-idp:GetUserPoolMfaConfig",
+    "cognito-idp:DescribeUserPool",
 )
 
 
@@ -941,12 +946,20 @@ def _check_pool_offers_factors(user_pool: cognito.IUserPool, policy: Policy) -> 
     offered = {name for name in enabled or [] if isinstance(name, str)}
     if configuration in (None, "OFF"):
         offered = set()
+    # Passkey MFA is the pool's WebAuthn factor configuration, not an EnabledMfas entry: the
+    # runtime's preflight checks it.
     missing = sorted(
-        factor.value for factor in policy.factors_enabled if factor.cognito_name not in offered
+        factor.value
+        for factor in policy.factors_enabled - {Factor.PASSKEY}
+        if factor.cognito_name not in offered
     )
     if missing:
         on_offer = (
-            ", ".join(sorted(f.value for f in Factor if f.cognito_name in offered))
+            ", ".join(
+                sorted(
+                    f.value for f in Factor if f is not Factor.PASSKEY and f.cognito_name in offered
+                )
+            )
             or "none (MFA is OFF)"
         )
         raise ValueError(

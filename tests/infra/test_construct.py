@@ -38,6 +38,8 @@ POOL_ACTIONS = {
     "cognito-idp:ListUsers",
     "cognito-idp:ListUsersInGroup",
     "cognito-idp:GetUserPoolMfaConfig",
+    "cognito-idp:DescribeUserPool",
+    "cognito-idp:AdminGetUserAuthFactors",
     "cognito-idp:AdminGetUser",
     "cognito-idp:AdminSetUserMFAPreference",
 }
@@ -461,6 +463,7 @@ def test_token_table_is_granted_read_only(custom: Built) -> None:
 def test_access_token_mode_drops_the_admin_cognito_actions(custom: Built) -> None:
     (statement,) = [s for s in custom.statements(SLICE) if "cognito-idp" in as_text(s["Action"])]
     assert set(statement["Action"]) == POOL_ACTIONS - {
+        "cognito-idp:AdminGetUserAuthFactors",
         "cognito-idp:AdminGetUser",
         "cognito-idp:AdminSetUserMFAPreference",
     }
