@@ -205,18 +205,23 @@ def _user_status(status: str | None) -> Any:
 
 #: Kind of demo user -> share of the pool (the two break-glass users come on top).
 DEMO_MIX: dict[str, float] = {
-    "no_mfa_with_phone": 0.18,
+    "no_mfa_with_phone": 0.15,
     "no_mfa_without_phone": 0.06,
-    "sms_preferred": 0.20,
+    "sms_preferred": 0.17,
     "totp_verified_sms_preferred": 0.08,
     "totp_and_sms_no_preference": 0.06,
     "totp_and_sms_sms_preferred": 0.10,
-    "totp_preferred": 0.14,
+    "totp_preferred": 0.12,
     "admin_sms_only": 0.03,
     "admin_totp_and_sms": 0.03,
     "service_account": 0.03,
     "disabled": 0.04,
     "federated": 0.05,
+    # States the first model missed (research/cognito-cost-and-state.md).
+    "legacy_sms": 0.03,
+    "stale_totp": 0.02,
+    "passwordless": 0.02,
+    "unconfirmed": 0.01,
 }
 
 #: Kind -> seed_user arguments (beyond names and contact details).
@@ -243,6 +248,13 @@ _DEMO_STATES: dict[str, dict[str, Any]] = {
     "service_account": {"phone": None, "groups": (SERVICE_ACCOUNTS_GROUP,)},
     "disabled": {"sms_enabled": True, "preferred": "sms", "enabled": False},
     "federated": {"phone": None, "status": "EXTERNAL_PROVIDER"},
+    # SMS MFA on through the legacy MFAOptions only.
+    "legacy_sms": {"legacy_sms": True},
+    # TOTP listed, but the software token was re-associated and never verified.
+    "stale_totp": {"totp_stale": True, "sms_enabled": True, "preferred": "sms"},
+    # Signs in with an SMS one-time code, no password.
+    "passwordless": {"passwordless": True},
+    "unconfirmed": {"sms_enabled": True, "preferred": "sms", "status": "UNCONFIRMED"},
 }
 
 _PREFIXES = {"admin_sms_only": "admin", "admin_totp_and_sms": "admin", "service_account": "svc"}
@@ -288,7 +300,14 @@ def seed_demo_pool(
     counts = demo_counts(n)
     kinds = [kind for kind, count in counts.items() if kind != "break_glass" for _ in range(count)]
     rng.shuffle(kinds)
-    pool_id = create_pool(standin, mfa="OPTIONAL", sms=True, totp=True, name=name)
+    pool_id = create_pool(
+        standin,
+        mfa="OPTIONAL",
+        sms=True,
+        totp=True,
+        name=name,
+        first_auth_factors=["PASSWORD", "SMS_OTP"],
+    )
     usernames: dict[str, list[str]] = {kind: [] for kind in counts}
     numbers: dict[str, int] = {}
 
