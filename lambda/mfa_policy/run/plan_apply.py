@@ -45,6 +45,7 @@ def apply_change(gateway: CognitoGateway, change: PlannedChange) -> Row:
     }
     name = _address(change)
     try:
+        # AdminGetUser, like rollback: it shows legacy MFAOptions (drift saw them in ListUsers).
         current = gateway.admin_read(name).mfa
     except CognitoError as exc:
         gone = exc.code == "UserNotFoundException"
