@@ -306,6 +306,24 @@ def test_without_the_auth_factors_action_runs_fall_back_to_admin_get_user_with_a
     assert any("AdminGetUser" in w and "MAU" in w for w in summary["warnings"])
 
 
+def test_with_the_fallback_read_a_pool_allowing_passwordless_sign_in_turns_no_factor_on(
+    standin, make_pool, make_user, tmp_path
+):
+    """AdminGetUser cannot show who has a password; in a pool that allows sign-in without one,
+    any user may be passwordless, so no write turns a factor on."""
+    pool_id = make_pool(first_auth_factors=["PASSWORD", "EMAIL_OTP"])
+    make_user(pool_id, "pat", phone=PHONE, email="pat@example.com", passwordless=True)
+    make_user(pool_id, "sue", phone=PHONE, sms_enabled=True, preferred="sms")
+    standin.inject("AdminGetUserAuthFactors", "AccessDeniedException", "denied", times=None)
+
+    _, rows = run(standin, pool_id, policy_of({"sms": "enabled"}), Mode.APPLY, tmp_path / "a")
+
+    assert rows["pat"]["outcome"] == "guarded"
+    assert rows["pat"]["reason"].startswith("passwordless: the pool allows sign-in without")
+    assert rows["sue"]["outcome"] == "compliant"
+    assert writes_sent(standin) == 0
+
+
 def test_a_stale_totp_that_only_a_refused_write_reveals_keeps_the_users_sms(
     standin, make_pool, make_user, tmp_path
 ):

@@ -471,7 +471,8 @@ class CognitoGateway:
             self.warnings.append(
                 f"{_op_name(operation)} is not available ({exc.code}: {exc.message}); users "
                 f"are read with {_op_name(fallback)}, which shows no registered authenticators "
-                "or passwordless users"
+                "or passwordless users (where the pool allows sign-in without a password, no "
+                "factor is turned on for anyone: they are guarded)"
                 + (
                     " and counts each user as a billable MAU"
                     if fallback == "admin_get_user"

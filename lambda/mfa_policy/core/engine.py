@@ -67,10 +67,17 @@ class PoolFacts:
     """What the engine needs to know of the pool (from preflight)."""
 
     mfa: str = "OPTIONAL"  # OFF | ON | OPTIONAL
+    #: The sign-in policy allows a first factor other than a password (AllowedFirstAuthFactors).
+    passwordless_sign_in: bool = False
 
     @property
     def requires_mfa(self) -> bool:
         return self.mfa == "ON"
+
+    def maybe_passwordless(self, user: User) -> bool:
+        """The user signs in without a password, or may: the pool allows it and the read
+        (AdminGetUser) could not show whether they have one."""
+        return user.passwordless or (user.auth_factors is None and self.passwordless_sign_in)
 
 
 @dataclass(frozen=True)
@@ -301,14 +308,20 @@ def decide(
 
     wanted = desired.enabled - current.enabled
     in_this_rollout = rule.rollout_percent is None or in_rollout(user.sub, rule.rollout_percent)
-    if user.passwordless and pool.mfa == "OPTIONAL" and wanted and in_this_rollout:
+    if pool.maybe_passwordless(user) and pool.mfa == "OPTIONAL" and wanted and in_this_rollout:
         names = ", ".join(f.value for f in FACTOR_ORDER if f in wanted)
+        who = (
+            "the user signs in without a password"
+            if user.passwordless
+            else "the pool allows sign-in without a password and this read cannot show "
+            "whether the user has one"
+        )
         return replace(
             base,
             outcome=Outcome.GUARDED,
             guards=frozenset({Guard.PASSWORDLESS}),
-            reason=f"passwordless: the user signs in without a password, and turning on {names} "
-            "in a pool with optional MFA could lock them out; nothing sent",
+            reason=f"passwordless: {who}, and turning on {names} in a pool with optional MFA "
+            "could lock them out; nothing sent",
         )
 
     # Cognito refuses any block, even a disabling one, for a factor whose attribute is missing.

@@ -143,7 +143,14 @@ def preflight(gateway: CognitoGateway, policy: Policy) -> tuple[PoolFacts, list[
             "only preference changes (and factors turned on) are planned; users whose rule "
             f"disables {', '.join(disabling)} are reported guarded (pool_requires_mfa)"
         )
-    return PoolFacts(mfa=config.mode), warnings
+    first_factors = settings.first_auth_factors if settings is not None else None
+    return (
+        PoolFacts(
+            mfa=config.mode,
+            passwordless_sign_in=bool(first_factors and first_factors - {"PASSWORD"}),
+        ),
+        warnings,
+    )
 
 
 @dataclass(frozen=True)
@@ -203,7 +210,7 @@ class Runner:
             report_uri=self.report.uri,
             report=self.report.sizes(),
             counts=self._counts_with_calls(Counts()).to_dict(),
-            pool={"mfa": pool.mfa},
+            pool={"mfa": pool.mfa, "passwordless_sign_in": pool.passwordless_sign_in},
         )
         self.save_checkpoint(checkpoint)
         return checkpoint
