@@ -67,7 +67,12 @@ def pool_state(standin: CognitoStandIn, pool_id: str) -> dict[str, Mfa]:
                     name
                     for name, on in (
                         ("totp", user.software_token_mfa_enabled),
-                        ("sms", user.sms_mfa_enabled),
+                        # SMS MFA through the legacy MFAOptions only is SMS in effect.
+                        (
+                            "sms",
+                            user.sms_mfa_enabled
+                            or standin.fidelity.user_flag("legacy_sms", pool_id, user.id),
+                        ),
                         ("email", standin.fidelity.email_mfa_enabled(pool_id, user.id)),
                     )
                     if on
@@ -396,6 +401,7 @@ def test_users_deleted_or_changed_mid_run_get_one_recorded_outcome_each(
         "changed",
         "needs_enrollment",
         "blocked",
+        "guarded",
         "excluded",
         "skipped",
     }
