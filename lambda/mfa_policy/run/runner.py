@@ -356,7 +356,7 @@ class Runner:
         )
         redo = decide(
             self.policy,
-            replace(user, mfa=intent.before),
+            replace(user, mfa=intent.before, legacy_sms=intent.legacy_sms),
             Mode.APPLY,
             probe_allowed=probed,
             pool=self.pool,
@@ -425,7 +425,14 @@ class Runner:
         self, page: int, user: User, target: MfaState, refused: list[Rejection]
     ) -> None:
         self.journal.record(
-            Intent(page, user.username, user.mfa, target, tuple(r.value for r in refused))
+            Intent(
+                page,
+                user.username,
+                user.mfa,
+                target,
+                tuple(r.value for r in refused),
+                legacy_sms=user.legacy_sms,
+            )
         )
 
     def _error_outcome(self, decision: Decision, exc: CognitoError) -> _Outcome:

@@ -77,6 +77,8 @@ class Intent:
     #: Cognito's refusals (engine ``Rejection`` values) before this request, in order: a
     #: resumed run replays them, so its row (reason included) is the one the write earned.
     rejections: tuple[str, ...] = ()
+    #: The user's SMS was on through the legacy MFAOptions only (a landed write clears that).
+    legacy_sms: bool = False
 
 
 class IntentJournal:
@@ -98,6 +100,7 @@ class IntentJournal:
                     MfaState.from_dict(raw["before"]),
                     MfaState.from_dict(raw["target"]),
                     tuple(raw.get("rejections", ())),
+                    bool(raw.get("legacy_sms", False)),
                 )
 
     def get(self, username: str) -> Intent | None:
@@ -132,6 +135,8 @@ def _intent_dict(intent: Intent) -> dict[str, Any]:
     }
     if intent.rejections:
         data["rejections"] = list(intent.rejections)
+    if intent.legacy_sms:
+        data["legacy_sms"] = True
     return data
 
 
