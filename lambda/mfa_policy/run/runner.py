@@ -365,7 +365,9 @@ class Runner:
             redo = after_rejection(redo, rejection)
         if redo.target != intent.target:
             return None
-        if user.mfa == intent.target and (intent.before != user.mfa or rejections):
+        # A legacy SMS migration changes no state: that it landed shows as MFAOptions gone.
+        migrated = intent.legacy_sms and not user.legacy_sms
+        if user.mfa == intent.target and (intent.before != user.mfa or rejections or migrated):
             return _Outcome(redo, after=user.mfa)
         if user.mfa == intent.before and redo.request is not None:
             return self._apply(user, redo, page, token, rejections)
