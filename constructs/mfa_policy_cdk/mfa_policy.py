@@ -83,6 +83,12 @@ _ACCESS_TOKEN_ACTIONS = (
     "cognito-idp:ListUsersInGroup",
     "cognito-idp:GetUserPoolMfaConfig",
 )
+_TOKEN_TABLE_ACTIONS = ("dynamodb:BatchGetItem",)
+#: A run is stopped at its first slice boundary past ``run_timeout`` (and gives its lock back);
+#: the state machine's own timeout, this much later, only backs that up.
+_RUN_TIMEOUT_BACKSTOP = Duration.minutes(20)
+#: How often a deploy's run that found the pool busy tries the lock again.
+_LOCK_POLL = Duration.minutes(1)
 
 
 class MfaPolicy(Construct):
@@ -187,6 +193,7 @@ class MfaPolicy(Construct):
             user_pool=user_pool,
             report_prefix=report_prefix,
             token_table=token_table,
+            run_timeout=run_timeout,
         )
 
         self._user_pool = user_pool
@@ -576,7 +583,11 @@ class MfaPolicy(Construct):
             self._user_pool.grant(self._function, *_ADMIN_ACTIONS)
         else:
             self._user_pool.grant(self._function, *_ACCESS_TOKEN_ACTIONS)
-            token_table.grant_read_data(self._function)
+            # The runner fetches a page's tokens by key; Scan or Query would let the function
+            # read every token in the table, GetItem is never used.
+            token_table.grant(self._function, *_TOKEN_TABLE_ACTIONS)
+            if token_table.encryption_key is not None:
+                token_table.encryption_key.grant_decrypt(self._function)
 
     def _grant_reports(self, grantee: lambda_.Function, *, write: bool) -> list[_nag.Finding]:
         bucket, prefix = self._report_bucket, self._report_prefix
@@ -587,6 +598,16 @@ class MfaPolicy(Construct):
             actions=actions, resources=[bucket.arn_for_objects(f"{prefix}*")]
         )
         grantee.add_to_role_policy(objects)
+        if write:
+            # Giving the run lock back deletes it; nothing else is ever deleted.
+            grantee.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:DeleteObject"],
+                    resources=[
+                        bucket.arn_for_objects(f"{prefix}locks/{self._user_pool.user_pool_id}.json")
+                    ],
+                )
+            )
         # Listing lets a missing report read as NoSuchKey rather than AccessDenied.
         grantee.add_to_role_policy(
             iam.PolicyStatement(
@@ -608,12 +629,32 @@ class MfaPolicy(Construct):
         )
 
     def _create_state_machine(self, run_timeout: Duration) -> sfn.StateMachine:
+        """Take the pool's run lock, loop the slices until done, give the lock back.
+
+        Every way out gives the lock back: done, a slice that failed (after its retries), a run
+        past ``run_timeout`` (the slice raises RunTimedOut between two slices). A run stopped
+        by hand, or by the state machine's own timeout, which backs up ``run_timeout``, cannot;
+        its lease runs out within the hour instead.
+        """
+        owner = sfn.JsonPath.string_at("$$.Execution.Id")
+        acquire = tasks.LambdaInvoke(
+            self,
+            "AcquireLock",
+            lambda_function=self._function,
+            payload=sfn.TaskInput.from_object(
+                {"action": "acquire_lock", "owner": owner, "run": sfn.JsonPath.entire_payload}
+            ),
+            payload_response_only=True,
+            # The run's input stays as it is, and carries the lock from here on.
+            result_path="$.lock",
+            retry_on_service_exceptions=True,
+        )
         run_slice = tasks.LambdaInvoke(
             self,
             "RunSlice",
             lambda_function=self._function,
             # The whole state in (no payload given), the handler's return value out: {mode,
-            # trigger, run_id, checkpoint, done, counts, report_uri}.
+            # trigger, run_id, checkpoint, done, counts, report_uri, lock}.
             payload_response_only=True,
             retry_on_service_exceptions=True,
         )
@@ -625,24 +666,61 @@ class MfaPolicy(Construct):
             max_delay=Duration.minutes(5),
             jitter_strategy=sfn.JitterType.FULL,
         )
-        # A slice that crashed or ran out of time is run again from the same checkpoint.
+        # A slice that crashed or ran out of time is run again from the same checkpoint; the
+        # write-intent journal in the report bucket tells it whom the lost attempt wrote.
         run_slice.add_retry(
             errors=["Sandbox.Timedout", "Lambda.Unknown"],
             interval=Duration.seconds(30),
             max_attempts=2,
             backoff_rate=2,
         )
+
+        def release(id: str) -> tasks.LambdaInvoke:
+            task = tasks.LambdaInvoke(
+                self,
+                id,
+                lambda_function=self._function,
+                payload=sfn.TaskInput.from_object({"action": "release_lock", "owner": owner}),
+                payload_response_only=True,
+                result_path=sfn.JsonPath.DISCARD,
+                retry_on_service_exceptions=True,
+            )
+            return task
+
+        finished = sfn.Succeed(self, "Finished")
+        release_lock = release("ReleaseLock")
+        # A lock that cannot be given back runs out with its lease; the run itself is done.
+        release_lock.add_catch(finished, result_path=sfn.JsonPath.DISCARD)
+        run_failed = sfn.Fail(
+            self, "RunFailed", error_path="$.error.Error", cause_path="$.error.Cause"
+        )
+        release_after_failure = release("ReleaseLockAfterFailure")
+        release_after_failure.add_catch(run_failed, result_path=sfn.JsonPath.DISCARD)
+        release_after_failure.next(run_failed)
+        acquire.add_catch(release_after_failure, result_path="$.error")
+        run_slice.add_catch(release_after_failure, result_path="$.error")
+
         done = (
             sfn.Choice(self, "Done")
-            .when(sfn.Condition.boolean_equals("$.done", True), sfn.Succeed(self, "Finished"))
+            .when(sfn.Condition.boolean_equals("$.done", True), release_lock.next(finished))
             .otherwise(run_slice)
+        )
+        lock_taken = (
+            sfn.Choice(self, "LockTaken")
+            .when(sfn.Condition.boolean_equals("$.lock.acquired", True), run_slice.next(done))
+            .when(
+                sfn.Condition.boolean_equals("$.lock.wait", True),
+                sfn.Wait(self, "WaitForLock", time=sfn.WaitTime.duration(_LOCK_POLL)).next(acquire),
+            )
+            # Another run holds the pool: end with its message as this run's output.
+            .otherwise(sfn.Succeed(self, "Refused", output_path="$.lock.output"))
         )
         state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            comment="mfa-policy: loops the slice function until the run is done",
-            definition_body=sfn.DefinitionBody.from_chainable(run_slice.next(done)),
-            timeout=run_timeout,
+            comment="mfa-policy: one run per pool; loops the slice function until the run is done",
+            definition_body=sfn.DefinitionBody.from_chainable(acquire.next(lock_taken)),
+            timeout=_execution_timeout(run_timeout),
             tracing_enabled=True,
             logs=sfn.LogOptions(
                 destination=logs.LogGroup(self, "StateMachineLogs", retention=self._log_retention),
@@ -957,12 +1035,21 @@ def _check_pool_offers_factors(user_pool: cognito.IUserPool, policy: Policy) -> 
         )
 
 
+def _execution_timeout(run_timeout: Duration) -> Duration:
+    seconds = min(
+        run_timeout.to_seconds(integral=False) + _RUN_TIMEOUT_BACKSTOP.to_seconds(),
+        MAX_RUN_TIMEOUT.to_seconds(),
+    )
+    return Duration.seconds(int(seconds))
+
+
 def _slice_environment(
     *,
     policy: Policy,
     user_pool: cognito.IUserPool,
     report_prefix: str,
     token_table: dynamodb.ITable | None,
+    run_timeout: Duration,
 ) -> dict[str, str]:
     env = {
         "USER_POOL_ID": user_pool.user_pool_id,
@@ -971,6 +1058,7 @@ def _slice_environment(
         "POLICY_HASH": policy.hash,
         "REPORT_PREFIX": report_prefix,
         "AUTH": "admin" if token_table is None else "access-token",
+        "RUN_TIMEOUT_SECONDS": str(int(run_timeout.to_seconds(integral=False))),
         "POWERTOOLS_SERVICE_NAME": "mfa-policy",
         "POWERTOOLS_METRICS_NAMESPACE": METRIC_NAMESPACE,
     }

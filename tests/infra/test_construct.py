@@ -276,6 +276,7 @@ def test_slice_function_environment_is_exactly_what_the_handler_reads(default: B
         "REPORT_BUCKET": {"Ref": bucket_id},
         "REPORT_PREFIX": "mfa-policy/",
         "AUTH": "admin",
+        "RUN_TIMEOUT_SECONDS": "86400",
         "POWERTOOLS_SERVICE_NAME": "mfa-policy",
         "POWERTOOLS_METRICS_NAMESPACE": "MfaPolicy",
     }
@@ -441,21 +442,20 @@ def test_token_table_switches_auth_and_names_the_table(custom: Built) -> None:
     assert env["TOKEN_TABLE"] == {"Ref": table_id}
 
 
-def test_token_table_is_granted_read_only(custom: Built) -> None:
+def test_token_table_is_granted_batch_get_item_only(custom: Built) -> None:
+    # Scan or Query would let the function read every stored token; the runner only ever
+    # fetches a page's tokens by key.
     table_id = next(iter(custom.resources("AWS::DynamoDB::Table")))
     table_statements = [s for s in custom.statements(SLICE) if "dynamodb:" in as_text(s["Action"])]
-    assert len(table_statements) == 1
-    (statement,) = table_statements
-    assert all(
-        action.split(":")[1].startswith(
-            ("Get", "BatchGet", "Query", "Scan", "Describe", "ConditionCheck")
-        )
-        for action in statement["Action"]
-    ), statement["Action"]
-    resources = statement["Resource"]
-    assert {"Fn::GetAtt": [table_id, "Arn"]} in (
-        resources if isinstance(resources, list) else [resources]
-    )
+    assert table_statements == [
+        {
+            "Action": "dynamodb:BatchGetItem",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [table_id, "Arn"]},
+        }
+    ]
+    actions = as_text([s["Action"] for s in custom.statements(SLICE)])
+    assert "Scan" not in actions and "Query" not in actions and "dynamodb:*" not in actions
 
 
 def test_access_token_mode_drops_the_admin_cognito_actions(custom: Built) -> None:
@@ -468,6 +468,7 @@ def test_access_token_mode_drops_the_admin_cognito_actions(custom: Built) -> Non
 
 def test_slice_function_reads_and_writes_reports_under_the_prefix_only(default: Built) -> None:
     bucket_id = _report_bucket_id(default)
+    pool_id = next(iter(default.resources("AWS::Cognito::UserPool")))
     s3_statements = [s for s in default.statements(SLICE) if "s3:" in as_text(s["Action"])]
     assert sorted(s3_statements, key=as_text) == sorted(
         [
@@ -483,6 +484,22 @@ def test_slice_function_reads_and_writes_reports_under_the_prefix_only(default: 
                 "Condition": {"StringLike": {"s3:prefix": ["mfa-policy/*"]}},
                 "Effect": "Allow",
                 "Resource": {"Fn::GetAtt": [bucket_id, "Arn"]},
+            },
+            {
+                # Giving the run lock back is the only delete.
+                "Action": "s3:DeleteObject",
+                "Effect": "Allow",
+                "Resource": {
+                    "Fn::Join": [
+                        "",
+                        [
+                            {"Fn::GetAtt": [bucket_id, "Arn"]},
+                            "/mfa-policy/locks/",
+                            {"Ref": pool_id},
+                            ".json",
+                        ],
+                    ]
+                },
             },
         ],
         key=as_text,
@@ -603,17 +620,64 @@ def test_given_report_bucket_creates_no_bucket(custom: Built) -> None:
 # ---------------------------------------------------------------------- the state machine
 
 
-def test_state_machine_runs_a_slice_then_loops_until_done(default: Built) -> None:
-    asl = definition(_machine(default))
-    assert asl["StartAt"] == "RunSlice"
-    run_slice = asl["States"]["RunSlice"]
+def test_state_machine_takes_the_lock_then_loops_slices_until_done(default: Built) -> None:
+    states = definition(_machine(default))["States"]
+    assert definition(_machine(default))["StartAt"] == "AcquireLock"
+    acquire = states["AcquireLock"]
+    assert acquire["Parameters"] == {
+        "action": "acquire_lock",
+        "owner.$": "$$.Execution.Id",
+        "run.$": "$",
+    }
+    assert acquire["ResultPath"] == "$.lock"  # the run's input stays, with the lock beside it
+    taken = states[acquire["Next"]]
+    assert taken["Type"] == "Choice"
+    assert taken["Choices"] == [
+        {"Variable": "$.lock.acquired", "BooleanEquals": True, "Next": "RunSlice"},
+        {"Variable": "$.lock.wait", "BooleanEquals": True, "Next": "WaitForLock"},
+    ]
+    assert states["WaitForLock"] == {"Type": "Wait", "Seconds": 60, "Next": "AcquireLock"}
+    assert states[taken["Default"]] == {"Type": "Succeed", "OutputPath": "$.lock.output"}
+    run_slice = states["RunSlice"]
     assert run_slice["Type"] == "Task"
     assert "Parameters" not in run_slice  # the whole state is the payload
-    choice = asl["States"][run_slice["Next"]]
+    choice = states[run_slice["Next"]]
     assert choice["Type"] == "Choice"
-    assert choice["Choices"] == [{"Variable": "$.done", "BooleanEquals": True, "Next": "Finished"}]
+    assert choice["Choices"] == [
+        {"Variable": "$.done", "BooleanEquals": True, "Next": "ReleaseLock"}
+    ]
     assert choice["Default"] == "RunSlice"
-    assert asl["States"]["Finished"] == {"Type": "Succeed"}
+    assert states["ReleaseLock"]["Next"] == "Finished"
+    assert states["Finished"] == {"Type": "Succeed"}
+
+
+def test_every_way_out_of_a_run_gives_the_lock_back(default: Built) -> None:
+    states = definition(_machine(default))["States"]
+    release = {"action": "release_lock", "owner.$": "$$.Execution.Id"}
+    for name in ("ReleaseLock", "ReleaseLockAfterFailure"):
+        assert states[name]["Parameters"] == release
+        assert states[name]["ResultPath"] is None  # the run's output passes through
+    # A slice or the lock that fails (after its retries; a run past run_timeout fails its
+    # slice) goes through the release, then fails the execution with the slice's own error.
+    for name in ("AcquireLock", "RunSlice"):
+        assert states[name]["Catch"] == [
+            {
+                "ErrorEquals": ["States.ALL"],
+                "ResultPath": "$.error",
+                "Next": "ReleaseLockAfterFailure",
+            }
+        ]
+    assert states["ReleaseLockAfterFailure"]["Next"] == "RunFailed"
+    assert states["RunFailed"] == {
+        "Type": "Fail",
+        "ErrorPath": "$.error.Error",
+        "CausePath": "$.error.Cause",
+    }
+    # A lock that cannot be given back runs out with its lease: it fails no run.
+    assert states["ReleaseLock"]["Catch"][0]["Next"] == "Finished"
+    assert states["ReleaseLockAfterFailure"]["Catch"][0]["Next"] == "RunFailed"
+    terminal = {n for n, st in states.items() if st["Type"] in ("Succeed", "Fail")}
+    assert terminal == {"Finished", "Refused", "RunFailed"}
 
 
 def test_run_slice_invokes_the_slice_function_and_keeps_only_its_result(default: Built) -> None:
@@ -636,11 +700,17 @@ def test_run_slice_retries_lambda_service_errors_and_throttles_with_backoff(defa
     assert all(retry["BackoffRate"] >= 2 for retry in retries)
 
 
-def test_state_machine_logs_everything_traces_and_times_out_after_a_day(default: Built) -> None:
+def test_state_machine_logs_everything_traces_and_backs_up_the_run_timeout(
+    default: Built,
+) -> None:
     machine = _machine(default)["Properties"]
     assert machine["LoggingConfiguration"]["Level"] == "ALL"
     assert machine["TracingConfiguration"] == {"Enabled": True}
-    assert definition(_machine(default))["TimeoutSeconds"] == 24 * 3600
+    # The run stops itself at a slice boundary past a day and gives its lock back; the
+    # execution's own timeout (no way to give the lock back from there) only backs that up.
+    _, fn = default.function(SLICE)
+    assert fn["Properties"]["Environment"]["Variables"]["RUN_TIMEOUT_SECONDS"] == "86400"
+    assert definition(_machine(default))["TimeoutSeconds"] == 24 * 3600 + 20 * 60
 
 
 # ---------------------------------------------------------------------- the deploy run

@@ -3,18 +3,21 @@
 Pages of ListUsers are processed two at a time (the next page's reads overlap this page's
 writes, so neither quota sits idle) and committed in order: rows appended to the report, then
 the checkpoint saved. A run stopped at a time budget, or killed, resumes after its last
-committed page; the write-intent journal lets it report users it changed just before dying
-as ``changed`` with their true before-state.
+committed page; the write-intent journal (a page's intents are recorded in one batch before
+any of its writes is sent) lets it report users it changed just before dying as ``changed``
+with their true before-state.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,11 +32,11 @@ from mfa_policy.core.engine import (
     decide,
     out_of_scope,
 )
-from mfa_policy.core.model import Factor, MfaRead, MfaState, Outcome, User
+from mfa_policy.core.model import FACTOR_ORDER, Factor, MfaRead, MfaState, Outcome, User
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.report import Counts, mask_identifier
 from mfa_policy.exceptions import PreflightError, RunError
-from mfa_policy.run.state import Checkpoint, Intent, IntentJournal, ProbeMemory
+from mfa_policy.run.state import Checkpoint, Intent, Journal, ProbeMemory
 
 PAGES_IN_FLIGHT = 2
 ADMIN = "admin"
@@ -121,7 +124,7 @@ class Runner:
         mode: Mode,
         report: ReportSink,
         probes: ProbeMemory,
-        journal: IntentJournal,
+        journal: Journal,
         save_checkpoint: Callable[[Checkpoint], None],
         auth: str = ADMIN,
         tokens: TokenSource | None = None,
@@ -188,10 +191,7 @@ class Runner:
                 ):
                     users_page = self.gateway.list_users_page(token)
                     tokens = self._tokens_for(users_page.users)
-                    futures = [
-                        pool.submit(self._process, u, page, groups, tokens.get(u.username))
-                        for u in users_page.users
-                    ]
+                    futures = self._submit_page(pool, users_page.users, page, groups, tokens)
                     in_flight.append((page, users_page.next_token, futures))
                     page, token = page + 1, users_page.next_token
                     listed_all = token is None
@@ -246,11 +246,79 @@ class Runner:
         assert self.tokens is not None
         return self.tokens.get_many(u.username for u in users)
 
+    # -- one page -------------------------------------------------------------------------
+
+    def _submit_page(
+        self,
+        pool: ThreadPoolExecutor,
+        users: list[ListedUser],
+        page: int,
+        groups: Mapping[str, frozenset[str]],
+        tokens: Mapping[str, str],
+    ) -> list[Future[Row]]:
+        """Read and decide every user of the page; once all are decided, journal the page's
+        writes in one batch (durable before any is sent: one S3 PUT per page in AWS), then send
+        them. Returns one future row per user, in listing order. Nothing blocks a worker
+        waiting for the others, so a pool of any size cannot deadlock on a page."""
+        rows: list[Future[Row]] = [Future() for _ in users]
+        writes: list[tuple[int, _Write]] = []
+        failure: list[BaseException] = []
+        remaining = [len(users)]
+        lock = threading.Lock()
+
+        def send() -> None:
+            if failure:  # the run is going down: send nothing more from this page
+                for index, _ in writes:
+                    rows[index].set_exception(failure[0])
+                return
+            unsent = deque(writes)
+            try:
+                self.journal.record_many(
+                    [Intent(page, w.user.username, w.user.mfa, w.target) for _, w in writes]
+                )
+                while unsent:
+                    index, write = unsent[0]
+                    pool.submit(self._write, write, page).add_done_callback(
+                        partial(_settle, rows[index])
+                    )
+                    unsent.popleft()
+            except BaseException as exc:  # each row carries it to the commit, which raises
+                for index, _ in unsent:
+                    rows[index].set_exception(exc)
+
+        def decided(index: int, future: Future[Row | _Write]) -> None:
+            exc = future.exception()
+            result = None if exc is not None else future.result()
+            with lock:
+                if exc is not None:
+                    failure.append(exc)
+                elif isinstance(result, _Write):
+                    writes.append((index, result))
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if exc is not None:
+                rows[index].set_exception(exc)
+            elif not isinstance(result, _Write):
+                assert result is not None
+                rows[index].set_result(result)
+            if last:
+                send()
+
+        for index, listed in enumerate(users):
+            token = tokens.get(listed.username)
+            pool.submit(self._process, listed, page, groups, token).add_done_callback(
+                partial(decided, index)
+            )
+        return rows
+
+    def _write(self, write: _Write, page: int) -> Row:
+        return row_of(self._apply(write.user, write.decision, page, write.token), self.mode)
+
     # -- one user -------------------------------------------------------------------------
 
     def _process(
         self, listed: ListedUser, page: int, groups: Mapping[str, frozenset[str]], token: str | None
-    ) -> Row:
+    ) -> Row | _Write:
         member_of = frozenset(g for g, members in groups.items() if listed.username in members)
         # No read for a user whose outcome does not depend on their MFA state: one read per
         # in-scope user. Such a row has no before-state.
@@ -280,7 +348,7 @@ class Runner:
         decision = decide(self.policy, user, self.mode, probe_allowed=probe_allowed)
         if self.mode is Mode.DRIFT or decision.request is None:
             return row_of(_Outcome(decision, after=user.mfa), self.mode)
-        return row_of(self._apply(user, decision, page, token), self.mode)
+        return _Write(user, decision, token)
 
     def _resumed(
         self, user: User, probe_allowed: bool, page: int, token: str | None
@@ -304,8 +372,40 @@ class Runner:
         if user.mfa == intent.target and (intent.before != user.mfa or rejections):
             return _Outcome(redo, after=user.mfa)
         if user.mfa == intent.before and redo.request is not None:
+            # Its intent is in the journal already (that is how we got here): send it now.
             return self._apply(user, redo, page, token, rejections)
-        return None
+        return self._inferred(user, intent, redo)
+
+    def _inferred(self, user: User, intent: Intent, redo: Decision) -> _Outcome | None:
+        """A follow-up write whose intent the journal did not keep (the report bucket keeps
+        one intent per user a page, written before the page's first write): replay the
+        refusals that lead from the intent's request to the state the user is in, each a
+        factor that request enabled and the user does not have now."""
+        if user.mfa == intent.before:
+            return None
+        for _ in range(len(Factor)):
+            if redo.target == user.mfa or redo.request is None or redo.target is None:
+                break
+            enabled = redo.target.enabled
+            refused = next(
+                (
+                    f
+                    for f in FACTOR_ORDER
+                    if f in _REFUSAL
+                    and f in enabled
+                    and f not in intent.before.enabled
+                    and f not in user.mfa.enabled
+                ),
+                None,
+            )
+            if refused is None:
+                return None
+            if refused is Factor.TOTP:
+                self.probes.record_failure(user.sub)
+            redo = after_rejection(redo, _REFUSAL[refused])
+        if redo.target != user.mfa or redo.request is None:
+            return None
+        return _Outcome(redo, after=user.mfa)
 
     def _read(self, listed: ListedUser, groups: frozenset[str], token: str | None) -> User:
         read: MfaRead = (
@@ -337,7 +437,8 @@ class Runner:
                 if refused:  # nothing left to send: remember why, for a resumed run's row
                     self._record_intent(page, user, decision.target, refused)
                 return _Outcome(decision, after=user.mfa)
-            self._record_intent(page, user, decision.target, refused)
+            if refused:  # the first request's intent is the page's (or the resumed journal's)
+                self._record_intent(page, user, decision.target, refused)
             try:
                 if token is not None:
                     self.gateway.token_write(token, request)
@@ -360,7 +461,7 @@ class Runner:
     def _record_intent(
         self, page: int, user: User, target: MfaState, refused: list[Rejection]
     ) -> None:
-        self.journal.record(
+        self.journal.record_followup(
             Intent(page, user.username, user.mfa, target, tuple(r.value for r in refused))
         )
 
@@ -375,6 +476,32 @@ class Runner:
             outcome, reason = Outcome.FAILED, f"{exc.operation}: {exc.message}"
         failed = replace(decision, outcome=outcome, reason=reason, request=None)
         return _Outcome(failed, after=None, error=exc.code)
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A decided user whose write waits until the page's intents are journaled."""
+
+    user: User
+    decision: Decision
+    token: str | None
+
+    @property
+    def target(self) -> MfaState:
+        assert self.decision.target is not None
+        return self.decision.target
+
+
+#: The refusal Cognito answers for a factor a user cannot have yet.
+_REFUSAL = {rejection.factor: rejection for rejection in Rejection}
+
+
+def _settle(row: Future[Row], done: Future[Row]) -> None:
+    exc = done.exception()
+    if exc is not None:
+        row.set_exception(exc)
+    else:
+        row.set_result(done.result())
 
 
 def as_user(listed: ListedUser, groups: frozenset[str]) -> User:

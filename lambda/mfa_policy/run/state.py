@@ -1,23 +1,25 @@
 """What a run remembers between slices and runs: checkpoints, write intents, probe results.
 
-Local files here; the Lambda keeps the same files under /tmp and syncs them with the report
-bucket at the start and end of each slice.
+Local files here; the Lambda keeps its probe memory under /tmp, synced with the report bucket
+at the start and end of each slice, and its intent journal in the bucket itself
+(``StoredIntentJournal``), written before the writes it covers.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mfa_policy.core.model import MfaState
 from mfa_policy.exceptions import RunError
@@ -77,6 +79,15 @@ class Intent:
     rejections: tuple[str, ...] = ()
 
 
+class Journal(Protocol):
+    """What the runner needs of a write-intent journal, local file or report bucket."""
+
+    def get(self, username: str) -> Intent | None: ...
+    def record_many(self, intents: Sequence[Intent]) -> None: ...
+    def record_followup(self, intent: Intent) -> None: ...
+    def clear_through(self, page: int) -> None: ...
+
+
 class IntentJournal:
     """Write-ahead log of the pages in flight. Cleared page by page as they commit."""
 
@@ -111,6 +122,23 @@ class IntentJournal:
                 f.flush()
                 os.fsync(f.fileno())
 
+    def record_many(self, intents: Sequence[Intent]) -> None:
+        """A page's intents in one write and one fsync, before any of them is sent."""
+        if not intents:
+            return
+        text = "".join(json.dumps(_intent_dict(i)) + "\n" for i in intents)
+        with self._lock:
+            for intent in intents:
+                self._intents[intent.username] = intent
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def record_followup(self, intent: Intent) -> None:
+        """The request sent after Cognito refused a factor, with the refusals so far."""
+        self.record(intent)
+
     def clear_through(self, page: int) -> None:
         with self._lock:
             self._intents = {u: i for u, i in self._intents.items() if i.page > page}
@@ -131,6 +159,109 @@ def _intent_dict(intent: Intent) -> dict[str, Any]:
     if intent.rejections:
         data["rejections"] = list(intent.rejections)
     return data
+
+
+class JournalPages(Protocol):
+    """Where a journal kept outside this machine lives: one text per page (the report bucket)."""
+
+    def put_page(self, page: int, text: str) -> None: ...
+    def pages_from(self, page: int) -> Iterator[tuple[int, str]]: ...
+
+
+class StoredIntentJournal:
+    """The write-ahead log of a run in AWS, where every slice and its retries find it.
+
+    A Lambda slice that is killed (a timeout, the sandbox lost) never returns its checkpoint,
+    so Step Functions runs it again from where it started and may stop it earlier or later than
+    the killed attempt. The journal therefore outlives slices: one object per page, keyed by
+    run and page, written before any of that page's writes is sent. A slice reads the pages
+    from its checkpoint on; pages it commits are dropped from memory only, since they are
+    durable only once the slice's report part is uploaded. Users are stored as a hash salted
+    with the run id: the bucket holds no raw username.
+    """
+
+    def __init__(self, pages: JournalPages, *, run_id: str, first_page: int) -> None:
+        self.pages = pages
+        self.run_id = run_id
+        self._lock = threading.Lock()
+        self._put_lock = threading.Lock()
+        #: user key -> intent, for the pages not yet committed by this slice.
+        self._intents: dict[str, Intent] = {}
+        for page, text in pages.pages_from(first_page):
+            for number, line in enumerate(text.splitlines(), 1):
+                try:
+                    raw = json.loads(line)
+                    intent = Intent(
+                        page,
+                        "",
+                        MfaState.from_dict(raw["before"]),
+                        MfaState.from_dict(raw["target"]),
+                        tuple(str(r) for r in raw.get("rejections", ())),
+                    )
+                    self._intents[str(raw["user"])] = intent
+                except (ValueError, KeyError, TypeError, AttributeError, AssertionError):
+                    # A page is written whole in one request: a bad line is not ours, and
+                    # resuming without it could report a changed user as compliant.
+                    raise RunError(
+                        f"the write-intent journal of run {run_id} is damaged (page {page}, "
+                        f"line {number}); it cannot be resumed safely: start a new run"
+                    ) from None
+
+    def _key(self, username: str) -> str:
+        return hashlib.sha256(f"{self.run_id}\0{username}".encode()).hexdigest()
+
+    def get(self, username: str) -> Intent | None:
+        with self._lock:
+            found = self._intents.get(self._key(username))
+        return replace(found, username=username) if found else None
+
+    def record(self, intent: Intent) -> None:
+        self.record_many([intent])
+
+    def record_followup(self, intent: Intent) -> None:
+        """Not uploaded: one PUT per page, not one per refused user. The page's first intent
+        for the user stays in the bucket, and a resumed run infers the refusals that led from
+        it to the state it finds (``Runner._resumed``)."""
+
+    def record_many(self, intents: Sequence[Intent]) -> None:
+        """One object per page, holding every intent of that page this run knows of (those of
+        a killed attempt too, so that writing the page again loses none of them)."""
+        if not intents:
+            return
+        # One writer at a time, so a page's object always holds all of it; lookups by the
+        # workers deciding the next page do not wait for the upload.
+        with self._put_lock:
+            texts = self._page_texts(intents)
+            for page, text in texts.items():
+                self.pages.put_page(page, text)
+
+    def _page_texts(self, intents: Sequence[Intent]) -> dict[int, str]:
+        with self._lock:
+            for intent in intents:
+                self._intents[self._key(intent.username)] = intent
+            pages = sorted({i.page for i in intents})
+            texts = {
+                page: "".join(
+                    json.dumps(
+                        {
+                            "user": key,
+                            "before": i.before.to_dict(),
+                            "target": i.target.to_dict(),
+                            **({"rejections": list(i.rejections)} if i.rejections else {}),
+                        },
+                        sort_keys=True,
+                    )
+                    + "\n"
+                    for key, i in sorted(self._intents.items())
+                    if i.page == page
+                )
+                for page in pages
+            }
+        return texts
+
+    def clear_through(self, page: int) -> None:
+        with self._lock:
+            self._intents = {k: i for k, i in self._intents.items() if i.page > page}
 
 
 class ProbeMemory:
