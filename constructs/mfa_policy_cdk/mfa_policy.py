@@ -4,9 +4,10 @@ What it creates:
 
 * a Python Lambda function that runs one *slice* of a run (drift or apply) and returns a
   checkpoint; a Step Functions state machine loops it until the run is done, so a pool of any
-  size finishes across many invocations;
-* a custom resource that starts a run on every deploy whose policy (or mode) changed, waits for
-  it up to a bound, and exposes the run's counts and report location as attributes;
+  size finishes across many invocations, holding the pool's run lock (a lease in the report
+  bucket) so that one run per pool goes at a time;
+* a custom resource that starts a run on every deploy whose policy (or mode, or pool) changed,
+  waits for it up to a bound, and exposes the run's counts and report location as attributes;
 * an EventBridge rule that starts a drift run on a schedule;
 * an S3 bucket for reports (unless one is given), CloudWatch alarms on drift and on failures.
 
@@ -117,14 +118,17 @@ class MfaPolicy(Construct):
         used with ``report_bucket``); ``None`` keeps them forever. Default: ``Duration.days(365)``
     :param token_table: a DynamoDB table of users' access tokens (partition key ``username``,
         attribute ``access_token``). When given, runs use access-token auth: users are read and
-        written with their own tokens and the function gets no ``Admin*`` permission, only read
-        access to this table. Default: - admin auth (IAM and ``Admin*`` calls)
+        written with their own tokens and the function gets no ``Admin*`` permission, only
+        ``dynamodb:BatchGetItem`` on this table (no Scan or Query, which would read every
+        token). Default: - admin auth (IAM and ``Admin*`` calls)
     :param wait_for_completion: how long a deploy waits for its run before it finishes; the run
         goes on in the background past this bound and the attributes then describe it as still
         running. ``None`` or zero does not wait. At most 50 minutes (the custom resource
         framework gives up after 1 hour). Default: ``Duration.minutes(10)``
-    :param run_timeout: how long one run (all its slices) may take before Step Functions stops
-        it. Between 1 minute and 365 days. Default: ``Duration.hours(24)``
+    :param run_timeout: how long one run (all its slices) may take, from taking the pool's
+        lock: past it the run stops between two slices, gives the lock back and fails with
+        ``RunTimedOut`` (the state machine's own timeout, 20 minutes later, backs this up).
+        Between 1 minute and 365 days. Default: ``Duration.hours(24)``
     :param alarm_on_drift: whether to create ``drift_alarm``: users ``would_change`` in a drift
         run, the drift apply can fix (users who must enrol have the enrollment backlog alarm).
         Default: ``True``

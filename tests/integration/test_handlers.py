@@ -1048,3 +1048,106 @@ def test_an_update_that_changes_what_a_run_does_starts_one(machine_env, changed)
 def test_is_complete_refuses_an_event_without_its_execution(machine_env):
     with pytest.raises(InvalidEvent, match=r"Data\.ExecutionArn must be the run's execution"):
         deploy_is_complete({**cfn_event("Create"), "Data": {}}, None, sfn=FakeStepFunctions())
+
+
+def test_of_runs_starting_at_once_exactly_one_takes_the_pool(standin, demo_pool, bucket):
+    settings = settings_for(demo_pool.pool_id, bucket)
+    results, barrier = {}, threading.Barrier(8)
+
+    def start(name):
+        barrier.wait()
+        results[name] = acquire(settings, standin, name, mode="drift", trigger="schedule")
+
+    threads = [threading.Thread(target=start, args=(f"run-{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(r["acquired"] for r in results.values()) == [False] * 7 + [True]
+
+
+def test_a_plan_applied_under_the_lock_keeps_it_from_slice_to_slice(standin, bucket, tmp_path):
+    from mfa_policy.core.plan import plan_from_drift
+    from mfa_policy.core.report import LocalReport
+
+    pool = seed_demo_pool(standin, n=200, seed=11, name="plan-lock")
+    drift = run_locally(
+        demo_policy(),
+        pool.pool_id,
+        Mode.DRIFT,
+        client=standin.client(),
+        state_dir=tmp_path / "state",
+        report_dir=tmp_path / "drift",
+    )
+    plan = plan_from_drift(drift.summary, LocalReport(drift.report_dir).rows())
+    key = "mfa-policy/plans/reviewed.json"
+    standin.client("s3").put_object(Bucket=bucket, Key=key, Body=plan.to_json().encode())
+    settings = settings_for(pool.pool_id, bucket)
+    lock = acquire(settings, standin, "pipeline-1", mode="apply", trigger="pipeline")
+
+    state = {"mode": "apply", "trigger": "pipeline", "plan_key": key, "lock": lock}
+    outputs = []
+    while not outputs or not outputs[-1]["done"]:
+        outputs.append(
+            run_slice(
+                state,
+                settings=settings,
+                cognito=standin.client(),
+                s3=standin.client("s3"),
+                dynamodb=None,
+                time_budget=0,
+            )
+        )
+        state = outputs[-1]
+
+    assert len(outputs) > 1
+    assert all(out["lock"]["owner"] == EXECUTION + "pipeline-1" for out in outputs)
+    assert outputs[-1]["run_id"] == lock["run_id"]  # the lock names the run whose report it is
+    busy = acquire(settings, standin, "schedule-1", mode="drift", trigger="schedule")
+    assert f"run {lock['run_id']} (apply, started by pipeline" in busy["message"]
+
+
+def test_a_killed_slice_that_got_further_than_its_retry_is_still_reported_by_the_next_slices(
+    standin, bucket
+):
+    # The killed attempt ran three pages; its retry stops after one (a shorter time budget),
+    # so the next slices, not the retry, meet the users the killed attempt wrote on pages 2-3.
+    clean = seed_demo_pool(standin, n=150, seed=11, name="further-clean")
+    pool = seed_demo_pool(standin, n=150, seed=11, name="further")
+    clean_rows = report_rows(
+        standin,
+        walk_state_machine(standin, settings_for(clean.pool_id, bucket), "apply")[-1]["report_uri"],
+    )
+    settings = settings_for(pool.pool_id, bucket)
+    state = {"mode": "apply", "trigger": "manual", "run_id": "run-killed-far"}
+    dying = DyingSandbox(40)  # past the first page's writes
+    with pytest.raises(SliceKilled):
+        run_slice(
+            state,
+            settings=settings,
+            cognito=dying.wrap(standin.client()),
+            s3=dying.wrap(standin.client("s3")),
+            dynamodb=None,
+            time_budget=60,
+        )
+    journal = standin.client("s3").list_objects_v2(
+        Bucket=bucket, Prefix="mfa-policy/journal/run-killed-far/"
+    )
+    assert len(journal["Contents"]) >= 2, "the killed attempt should have journaled two pages"
+
+    while True:
+        out = run_slice(
+            state,
+            settings=settings,
+            cognito=standin.client(),
+            s3=standin.client("s3"),
+            dynamodb=None,
+            time_budget=0,
+        )
+        if out["done"]:
+            break
+        state = out
+
+    assert out["checkpoint"]["slices"] == 3
+    assert without_sub(report_rows(standin, out["report_uri"])) == without_sub(clean_rows)
