@@ -1151,3 +1151,14 @@ def test_a_killed_slice_that_got_further_than_its_retry_is_still_reported_by_the
 
     assert out["checkpoint"]["slices"] == 3
     assert without_sub(report_rows(standin, out["report_uri"])) == without_sub(clean_rows)
+
+
+def test_a_run_resumed_from_its_checkpoint_in_a_new_execution_keeps_its_run_id(
+    standin, demo_pool, bucket
+):
+    settings = settings_for(demo_pool.pool_id, bucket)
+    checkpoint = a_checkpoint(demo_pool.pool_id)
+
+    lock = acquire(settings, standin, "redrive", mode="apply", checkpoint=checkpoint)
+
+    assert lock["acquired"] and lock["run_id"] == checkpoint["run_id"]

@@ -166,6 +166,10 @@ class S3JournalPages:
         self.bucket = bucket
         self.key_prefix = f"{prefix.rstrip('/')}/journal/{run_id}/".lstrip("/")
 
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key_prefix}"
+
     def _key(self, page: int) -> str:
         return f"{self.key_prefix}{page:08d}.jsonl"
 

@@ -393,14 +393,13 @@ def run_slice(
         if settings.auth == ACCESS_TOKEN and settings.token_table
         else None
     )
+    pages = S3JournalPages(s3, settings.report_bucket, settings.report_prefix, run_id)
     journal: Journal = IntentJournal(work / "intents.jsonl")  # drift writes nobody
     if mode is Mode.APPLY:
         # In the bucket, not in /tmp: a slice killed after some writes is run again from the
         # same checkpoint, and must find what it was about to write.
         journal = StoredIntentJournal(
-            S3JournalPages(s3, settings.report_bucket, settings.report_prefix, run_id),
-            run_id=run_id,
-            first_page=checkpoint.next_page if checkpoint else 0,
+            pages, run_id=run_id, first_page=checkpoint.next_page if checkpoint else 0
         )
     stop_at = time.monotonic() + time_budget
     try:
@@ -420,7 +419,7 @@ def run_slice(
             tokens=tokens,
         )
     except Exception:
-        _leave_behind(report, run_id, settings)
+        _leave_behind(report, pages, run_id)
         raise
     if not checkpoint.done:
         report.flush_part()
@@ -449,7 +448,7 @@ def run_slice(
     }
 
 
-def _leave_behind(report: S3Report, run_id: str, settings: HandlerSettings) -> None:
+def _leave_behind(report: S3Report, pages: S3JournalPages, run_id: str) -> None:
     """A slice that raised keeps what it did: the rows of its committed pages go up as its
     part (a retry of the slice overwrites it), and its journal is already in the bucket. Its
     probe results are not kept: a retry probes those users again, as after a kill, so that
@@ -458,14 +457,9 @@ def _leave_behind(report: S3Report, run_id: str, settings: HandlerSettings) -> N
         report.flush_part()
     except Exception:  # logged; the slice's own error is the one raised
         logger.exception("could not upload the failed slice's rows", extra={"run_id": run_id})
-    journal = S3JournalPages(None, settings.report_bucket, settings.report_prefix, run_id)
     logger.error(
         "slice failed",
-        extra={
-            "run_id": run_id,
-            "rows": report.uri + "parts/",
-            "intents": f"s3://{settings.report_bucket}/{journal.key_prefix}",
-        },
+        extra={"run_id": run_id, "rows": report.uri + "parts/", "intents": pages.uri},
     )
 
 
@@ -514,7 +508,12 @@ def acquire_run_lock(
     assert isinstance(owner, str)
     clock = time.time() if now is None else now
     mode = slice_event.mode.value
-    run_id = slice_event.run_id or new_run_id(mode)
+    # A run resumed from its checkpoint in a new execution keeps its id.
+    run_id = (
+        slice_event.checkpoint.run_id
+        if slice_event.checkpoint
+        else slice_event.run_id or new_run_id(mode)
+    )
     lock = settings.lock(s3, clock=lambda: clock)
     acquired, holder = lock.acquire(owner, run_id=run_id, mode=mode, trigger=slice_event.trigger)
     if acquired:
