@@ -36,7 +36,7 @@ from mfa_policy.core.model import DRIFT_OUTCOMES, Outcome
 from mfa_policy.core.policy import Policy, policy_from_json
 from mfa_policy.exceptions import MfaPolicyError, RunError
 from mfa_policy.handlers.plan_run import run_plan_slice
-from mfa_policy.run.runner import ACCESS_TOKEN, ADMIN, execute_slice, new_run_id, summary_of
+from mfa_policy.run.runner import ACCESS_TOKEN, ADMIN, execute_slice, new_run_id
 from mfa_policy.run.state import Checkpoint, IntentJournal, Journal, StoredIntentJournal
 
 logger = Logger(service="mfa-policy")
@@ -466,16 +466,15 @@ def _leave_behind(report: S3Report, pages: S3JournalPages, run_id: str) -> None:
 def _timed_out(
     report: S3Report, checkpoint: Checkpoint | None, run_id: str, settings: HandlerSettings
 ) -> RunTimedOut:
-    """Close the report as incomplete (what was done stays readable) and say so."""
+    """No summary: a summary is written only when the last user is reported. The rows of the
+    slices so far stay in the report's parts."""
     slices = checkpoint.slices if checkpoint else 0
-    if checkpoint is not None:
-        report.finish(summary_of(checkpoint))
     limit = settings.run_timeout_seconds
     return RunTimedOut(
         f"run {run_id} reached its run_timeout"
         + (f" of {limit:g} seconds" if limit else "")
-        + f" after {slices} slices and stopped between two slices; its report "
-        f"({report.uri}) is marked incomplete. Start a new run to finish the pool"
+        + f" after {slices} slices and stopped between two slices; the rows it reported are "
+        f"in {report.uri}parts/. Start a new run to finish the pool"
     )
 
 
