@@ -346,7 +346,8 @@ class MfaPolicy(Construct):
 
     @property
     def run_drifted(self) -> str:
-        """Users not compliant in the deploy's run (would_change, needs_enrollment, blocked)."""
+        """Users not compliant in the deploy's run (would_change, needs_enrollment, blocked,
+        guarded)."""
         return self._run.get_att_string("Drifted")
 
     @property
@@ -363,6 +364,12 @@ class MfaPolicy(Construct):
     def run_blocked(self) -> str:
         """Users of the deploy's run missing an attribute a factor needs (phone, email)."""
         return self._run.get_att_string("Blocked")
+
+    @property
+    def run_guarded(self) -> str:
+        """Users of the deploy's run whose change the guard refused (it would remove their last
+        factor, or otherwise lower their protection); apply cannot fix them."""
+        return self._run.get_att_string("Guarded")
 
     # ------------------------------------------------------------------ grants
 
@@ -446,6 +453,10 @@ class MfaPolicy(Construct):
 
     def metric_blocked(self, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
         return self.metric(Outcome.BLOCKED, mode=mode, **props)
+
+    def metric_guarded(self, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
+        """Users whose change the guard refused; non-compliant, and not fixable by apply."""
+        return self.metric(Outcome.GUARDED, mode=mode, **props)
 
     def metric_excluded(self, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
         return self.metric(Outcome.EXCLUDED, mode=mode, **props)

@@ -759,6 +759,7 @@ def test_run_attributes_are_the_custom_resource_attributes(default: Built) -> No
     assert resolve(default.mfa.run_changed) == {"Fn::GetAtt": [run_id, "Changed"]}
     assert resolve(default.mfa.run_drifted) == {"Fn::GetAtt": [run_id, "Drifted"]}
     assert resolve(default.mfa.run_failed) == {"Fn::GetAtt": [run_id, "Failed"]}
+    assert resolve(default.mfa.run_guarded) == {"Fn::GetAtt": [run_id, "Guarded"]}
     assert resolve(default.mfa.run_status) == {"Fn::GetAtt": [run_id, "Status"]}
 
 
@@ -808,6 +809,7 @@ def test_metric_names_the_outcome_in_the_mfa_policy_namespace(default: Built) ->
         ("metric_changed", "changed", "apply"),
         ("metric_needs_enrollment", "needs_enrollment", "drift"),
         ("metric_blocked", "blocked", "drift"),
+        ("metric_guarded", "guarded", "drift"),
         ("metric_excluded", "excluded", "drift"),
         ("metric_unmanaged", "unmanaged", "drift"),
         ("metric_deferred", "deferred", "drift"),

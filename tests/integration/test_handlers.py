@@ -149,6 +149,12 @@ class _Dying:
         return call
 
 
+def subs_of(standin, pool_id):
+    """Each user's sub (moto's user id), by username: the journal keys users by sub."""
+    with standin.lock:
+        return {u.username: u.id for u in standin.backend.user_pools[pool_id].users.values()}
+
+
 def pool_state(standin, pool_id):
     """Each user's MFA state as a report row writes it, read from the stand-in's backend."""
     with standin.lock:
@@ -459,6 +465,7 @@ def test_is_complete_returns_counts_and_report_uri_when_the_run_succeeds(machine
                 "would_change": 0,
                 "needs_enrollment": 2,
                 "blocked": 1,
+                "guarded": 4,
                 "failed": 0,
             },
         },
@@ -472,9 +479,10 @@ def test_is_complete_returns_counts_and_report_uri_when_the_run_succeeds(machine
             "Status": "SUCCEEDED",
             "ReportUri": "s3://b/mfa-policy/runs/r1/",
             "Changed": "5",
-            "Drifted": "3",
+            "Drifted": "7",
             "NeedsEnrollment": "2",
             "Blocked": "1",
+            "Guarded": "4",
             "Failed": "0",
         },
     }
@@ -626,8 +634,9 @@ def test_a_page_of_intents_is_in_the_bucket_in_one_put_before_any_of_its_writes(
     assert writes, "the run should have written users"
     pages = {key for key, _ in journal_puts}
     assert len(journal_puts) == len(pages) == 3  # one PUT per page of 60 users, no more
+    subs = subs_of(standin, pool.pool_id)
     for _, username, puts_before in writes:
-        key = hashlib.sha256(f"{run_id}\0{username}".encode()).hexdigest()
+        key = hashlib.sha256(f"{run_id}\0{subs[username]}".encode()).hexdigest()
         durable = "".join(text for _, text in journal_puts[:puts_before])
         assert key in durable, f"{username} was written before its intent was in the bucket"
     everything = "".join(text for _, text in journal_puts)
@@ -677,8 +686,9 @@ def test_a_slice_that_raises_after_writing_leaves_its_rows_and_journal_and_a_ret
         for o in listing["Contents"]
     )
     reported = {r["username"]: r for r in part_rows}
+    subs = subs_of(standin, pool.pool_id)
     for username in changed:
-        key = hashlib.sha256(f"run-that-raises\0{username}".encode()).hexdigest()
+        key = hashlib.sha256(f"run-that-raises\0{subs[username]}".encode()).hexdigest()
         row = reported.get(username)
         assert key in journal or (row and row["before"] == before[username]), username
 

@@ -530,7 +530,9 @@ def test_pool_with_mfa_off_is_a_warning_in_the_summary(standin, make_pool, make_
     assert any("MFA OFF" in w for w in summary["warnings"])
     saved = json.loads((tmp_path / "apply" / "summary.json").read_text("utf-8"))
     assert saved["warnings"] == summary["warnings"]
-    assert by_user(rows)["erin"]["outcome"] == "changed"
+    # SMS is erin's only factor: the guard keeps it, and nothing is sent.
+    assert by_user(rows)["erin"]["outcome"] == "guarded"
+    assert standin.calls.get("AdminSetUserMFAPreference", 0) == 0
 
 
 # ---- users deleted mid-run -------------------------------------------------------------------

@@ -211,5 +211,50 @@ def test_drift_never_sends_and_apply_predicts_what_drift_reports(policy, u):
         Outcome.UNMANAGED,
         Outcome.DEFERRED,
         Outcome.BLOCKED,
+        Outcome.GUARDED,
     ):
         assert apply.outcome is drift.outcome
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_a_decision_that_sends_nothing_is_never_changed(policy, u, verified):
+    for mode in Mode:
+        d = decide(policy, u, mode)
+        if d.request is None:
+            assert d.outcome is not Outcome.CHANGED, d
+    d, _, writes = run_apply(policy, u, totp_verified=verified)
+    if writes == 0:
+        assert d.outcome is not Outcome.CHANGED, d
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_an_apply_that_stops_short_of_the_desired_state_says_why(policy, u, verified):
+    d, after, writes = run_apply(policy, u, totp_verified=verified)
+    if d.desired is None or d.outcome is Outcome.DEFERRED:
+        return
+    if after.mfa == d.desired:
+        assert d.outcome in (Outcome.COMPLIANT, Outcome.CHANGED)
+    else:
+        # Short of the policy: a factor out of reach, or the guard refused; never "changed".
+        assert d.outcome in (Outcome.BLOCKED, Outcome.NEEDS_ENROLLMENT, Outcome.GUARDED), d
+        if d.outcome is Outcome.GUARDED:
+            assert writes == 0 and after.mfa == u.mfa
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_a_rule_that_removes_every_factor_a_user_has_is_guarded_in_drift_and_apply(
+    policy, u, verified
+):
+    drift = decide(policy, u, Mode.DRIFT)
+    if drift.desired is None or drift.outcome is Outcome.DEFERRED:
+        return
+    refused = bool(u.mfa.enabled) and not drift.desired.enabled
+    d, after, writes = run_apply(policy, u, totp_verified=verified)
+    assert (drift.outcome is Outcome.GUARDED) is refused
+    assert (d.outcome is Outcome.GUARDED) is refused
+    if refused:
+        assert drift.reason.startswith("last_factor: ") and d.reason == drift.reason
+        assert (writes, after.mfa, d.request) == (0, u.mfa, None)

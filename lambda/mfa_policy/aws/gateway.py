@@ -72,11 +72,15 @@ class CognitoError(MfaPolicyError):
     """A Cognito answer that is not retried: the runner turns it into a user's outcome, and
     one that stops a run (a failed ListUsers) reaches the user as an error."""
 
-    def __init__(self, code: str, message: str, operation: str) -> None:
+    def __init__(
+        self, code: str, message: str, operation: str, *, unanswered: bool = False
+    ) -> None:
         super().__init__(f"{operation}: {code}: {message}")
         self.code = code
         self.message = message
         self.operation = operation
+        #: The last attempt timed out or got a 5xx: Cognito may have done it all the same.
+        self.unanswered = unanswered
 
     @property
     def rejection(self) -> Rejection | None:
@@ -95,6 +99,9 @@ class CognitoError(MfaPolicyError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """Two separate budgets: throttles (Cognito is busy, wait and try again) and errors (5xx,
+    timeouts). A request fails when either budget is spent, not when their sum is."""
+
     throttle_attempts: int = 12
     error_attempts: int = 6
     base_delay: float = 0.2
@@ -182,9 +189,8 @@ class CognitoGateway:
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         category = CATEGORY_OF[operation]
-        attempt = 0
+        throttles = errors = 0
         while True:
-            attempt += 1
             if self.limiter is not None:
                 self.limiter.acquire(category)
             try:
@@ -194,19 +200,32 @@ class CognitoGateway:
             except ClientError as exc:
                 error = exc.response.get("Error", {})
                 code = str(error.get("Code", "Unknown"))
+                message = str(error.get("Message", ""))
                 status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
                 throttled = code in _THROTTLE_CODES or status == 429
                 self.counters.count(operation, throttled=throttled)
-                retryable = throttled or status >= 500 or code == "InternalErrorException"
-                limit = self.retry.throttle_attempts if throttled else self.retry.error_attempts
-                if not retryable or attempt >= limit:
-                    raise CognitoError(code, str(error.get("Message", "")), operation) from None
-                if throttled and self.limiter is not None:
-                    self.limiter.slow_down(category)
+                if throttled:
+                    throttles += 1
+                    if throttles >= self.retry.throttle_attempts:
+                        raise CognitoError(code, message, operation) from None
+                    if self.limiter is not None:
+                        self.limiter.slow_down(category)
+                    attempt = throttles
+                elif status >= 500 or code == "InternalErrorException":
+                    errors += 1
+                    if errors >= self.retry.error_attempts:
+                        raise CognitoError(code, message, operation, unanswered=True) from None
+                    attempt = errors
+                else:
+                    raise CognitoError(code, message, operation) from None
             except _TRANSPORT_ERRORS as exc:
                 self.counters.count(operation)
-                if attempt >= self.retry.error_attempts:
-                    raise CognitoError(type(exc).__name__, str(exc), operation) from None
+                errors += 1
+                if errors >= self.retry.error_attempts:
+                    raise CognitoError(
+                        type(exc).__name__, str(exc), operation, unanswered=True
+                    ) from None
+                attempt = errors
             self._sleep(self.retry.delay(attempt))
 
     # -- pool -----------------------------------------------------------------------------

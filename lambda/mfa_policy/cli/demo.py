@@ -17,7 +17,7 @@ from rich.table import Table
 
 from mfa_policy.cli.progress import Progress
 from mfa_policy.core.engine import Mode
-from mfa_policy.core.model import MfaState, Outcome
+from mfa_policy.core.model import DRIFT_OUTCOMES, MfaState, Outcome
 from mfa_policy.core.policy import Policy, RateLimits, parse_policy
 from mfa_policy.core.report import LocalReport
 from mfa_policy.run.local_run import run_locally
@@ -105,7 +105,7 @@ def run_demo(
 
 def _drifted(summary: dict[str, Any]) -> int:
     counts = summary["counts"]["by_outcome"]
-    return sum(counts[o] for o in (Outcome.WOULD_CHANGE, Outcome.NEEDS_ENROLLMENT, Outcome.BLOCKED))
+    return sum(counts[o] for o in DRIFT_OUTCOMES)
 
 
 def _mix_table(counts: dict[str, int]) -> Table:

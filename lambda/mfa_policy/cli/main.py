@@ -469,9 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
         "minimal request per user; a compliant user gets no write. With --plan, send exactly "
         "the requests of a reviewed plan instead.",
         exit_codes="  0  every user converged (every planned user done)\n  2  some users not "
-        "converged (needs_enrollment, blocked, token_invalid, failed; stale plan users), or "
-        "the run stopped before the end\n  1  error (bad policy, preflight, refused plan, "
-        "bad options)",
+        "converged (needs_enrollment, blocked, guarded, token_invalid, failed; stale plan "
+        "users), or the run stopped before the end\n  1  error (bad policy, preflight, "
+        "refused plan, bad options)",
         example="mfa-policy apply -c mfa-policy.yaml --user-pool-id eu-west-1_AbCdEfGhI "
         "--plan plan.json",
     )

@@ -17,6 +17,7 @@ from mfa_policy.core.model import (
     Factor,
     FactorSetting,
     FactorWrite,
+    GuardReason,
     MfaRequest,
     MfaState,
     Outcome,
@@ -65,6 +66,8 @@ class Decision:
     #: Desired factors the user cannot have now: missing attribute (blocked) or TOTP not enrolled.
     blocked: frozenset[Factor] = frozenset()
     unenrolled: frozenset[Factor] = frozenset()
+    #: Why the change must not be made at all (outcome ``guarded``; nothing is sent).
+    guard: GuardReason | None = None
 
 
 def desired_state(rule: Rule, current: MfaState) -> MfaState:
@@ -98,6 +101,18 @@ def reachable_state(before: MfaState, desired: MfaState, frozen: frozenset[Facto
     else:
         preferred = None
     return MfaState(enabled, preferred)
+
+
+def guard_refusal(before: MfaState, desired: MfaState) -> GuardReason | None:
+    """Why the change from ``before`` to ``desired`` would lower the user's protection, or None.
+
+    Only the policy itself can ask for this one: a user whose every enabled factor the rule
+    disables. (``reachable_state`` keeps them too; this names it, so the user is ``guarded``
+    rather than reported as a change that never happens.)
+    """
+    if before.enabled and not desired.enabled:
+        return GuardReason.LAST_FACTOR
+    return None
 
 
 def changed_factors(before: MfaState, after: MfaState) -> frozenset[Factor]:
@@ -192,9 +207,10 @@ def decide(policy: Policy, user: User, mode: Mode, *, probe_allowed: bool = True
         if f in REQUIRED_ATTRIBUTE and not user.has_attribute(REQUIRED_ATTRIBUTE[f])
     )
     unenrolled = frozenset((desired.enabled - user.mfa.enabled) & {Factor.TOTP})
-    probing = bool(unenrolled) and mode is Mode.APPLY and probe_allowed
+    guard = guard_refusal(user.mfa, desired)
+    probing = bool(unenrolled) and mode is Mode.APPLY and probe_allowed and guard is None
     unavailable = blocked | (frozenset() if probing else unenrolled)
-    target = reachable_state(user.mfa, desired, unavailable)
+    target = user.mfa if guard else reachable_state(user.mfa, desired, unavailable)
     request = request_between(user.mfa, target)
     decision = replace(
         base,
@@ -203,6 +219,7 @@ def decide(policy: Policy, user: User, mode: Mode, *, probe_allowed: bool = True
         probing=probing,
         blocked=blocked,
         unenrolled=unenrolled,
+        guard=guard,
     )
 
     if rule.rollout_percent is not None and not in_rollout(user.sub, rule.rollout_percent):
@@ -244,6 +261,9 @@ def after_rejection(decision: Decision, rejection: Rejection) -> Decision:
 
 
 def _outcome(decision: Decision, mode: Mode) -> Outcome:
+    # A guard refusal sends nothing at all, so it wins: no other outcome tells the user that.
+    if decision.guard is not None:
+        return Outcome.GUARDED
     if decision.blocked:
         return Outcome.BLOCKED
     if decision.unenrolled and (mode is Mode.DRIFT or not decision.probing):
@@ -253,6 +273,11 @@ def _outcome(decision: Decision, mode: Mode) -> Outcome:
 
 def _reason(decision: Decision, mode: Mode) -> str:
     assert decision.desired is not None
+    if decision.guard is not None:
+        return (
+            f"{decision.guard.value}: {decision.guard.explanation}; wants to "
+            f"{describe_change(decision.before, decision.desired)}"
+        )
     parts = []
     for factor in sorted(decision.blocked, key=FACTOR_ORDER.index):
         parts.append(f"{factor.value} needs a {REQUIRED_ATTRIBUTE[factor]} attribute")

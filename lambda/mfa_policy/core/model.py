@@ -159,6 +159,8 @@ class Outcome(StrEnum):
     CHANGED = "changed"
     NEEDS_ENROLLMENT = "needs_enrollment"
     BLOCKED = "blocked"
+    #: The change would lower the user's protection or lock them out; nothing was sent.
+    GUARDED = "guarded"
     EXCLUDED = "excluded"
     UNMANAGED = "unmanaged"
     DEFERRED = "deferred"
@@ -167,14 +169,36 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
+class GuardReason(StrEnum):
+    """Why a change was refused as one that would lower a user's protection (``guarded``).
+
+    The value is the reason's code at the head of the report row's ``reason``; ``explanation``
+    is the sentence after it. A new guard is one member here and one sentence below.
+    """
+
+    LAST_FACTOR = "last_factor"
+
+    @property
+    def explanation(self) -> str:
+        return _GUARD_EXPLANATIONS[self]
+
+
+_GUARD_EXPLANATIONS: Mapping[GuardReason, str] = {
+    GuardReason.LAST_FACTOR: "the policy would remove the user's last factor; it was kept",
+}
+
+
 #: Outcomes that make a drift report non-compliant.
-DRIFT_OUTCOMES = frozenset({Outcome.WOULD_CHANGE, Outcome.NEEDS_ENROLLMENT, Outcome.BLOCKED})
+DRIFT_OUTCOMES = frozenset(
+    {Outcome.WOULD_CHANGE, Outcome.NEEDS_ENROLLMENT, Outcome.BLOCKED, Outcome.GUARDED}
+)
 #: Outcomes that leave an apply short of convergence (exit code 2).
 UNCONVERGED_OUTCOMES = frozenset(
     {
         Outcome.WOULD_CHANGE,
         Outcome.NEEDS_ENROLLMENT,
         Outcome.BLOCKED,
+        Outcome.GUARDED,
         Outcome.TOKEN_INVALID,
         Outcome.FAILED,
     }
@@ -189,6 +213,11 @@ class MfaRead:
     attributes: Mapping[str, str]
     enabled: bool | None = None
     status: str | None = None
+
+    @property
+    def sub(self) -> str | None:
+        """The sub of the user Cognito answered for."""
+        return self.attributes.get("sub") or None
 
 
 @dataclass(frozen=True)

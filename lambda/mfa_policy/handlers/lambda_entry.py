@@ -791,6 +791,7 @@ def attributes_of(output: Mapping[str, Any], status: str) -> dict[str, str]:
         "Drifted": str(drifted),
         "NeedsEnrollment": str(counts.get(Outcome.NEEDS_ENROLLMENT.value, 0)),
         "Blocked": str(counts.get(Outcome.BLOCKED.value, 0)),
+        "Guarded": str(counts.get(Outcome.GUARDED.value, 0)),
         "Failed": str(counts.get(Outcome.FAILED.value, 0)),
     }
 

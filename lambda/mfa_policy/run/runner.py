@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from mfa_policy.aws.gateway import CognitoError, CognitoGateway, ListedUser
 from mfa_policy.aws.ratelimit import Category, RateLimiter
-from mfa_policy.aws.tokens import TokenSource
+from mfa_policy.aws.tokens import TOKEN_OTHER_USER, TokenProblem, TokenSource, binding_problem
 from mfa_policy.core.engine import (
     Decision,
     Mode,
@@ -111,6 +111,14 @@ class _Outcome:
     error: str | None = None
     #: False when the user's state was never read (no token, read failed).
     read: bool = True
+
+
+class _TokenRefused(Exception):
+    """A stored token that is not the listed user's: the user gets ``token_invalid``."""
+
+    def __init__(self, problem: TokenProblem) -> None:
+        super().__init__(problem.reason)
+        self.problem = problem
 
 
 class Runner:
@@ -274,7 +282,7 @@ class Runner:
             unsent = deque(writes)
             try:
                 self.journal.record_many(
-                    [Intent(page, w.user.username, w.user.mfa, w.target) for _, w in writes]
+                    [Intent(page, w.user.sub, w.user.mfa, w.target) for _, w in writes]
                 )
                 while unsent:
                     index, write = unsent[0]
@@ -333,6 +341,11 @@ class Runner:
             )
         try:
             user = self._read(listed, member_of, token)
+        except _TokenRefused as refused:
+            invalid = replace(
+                skeleton, outcome=Outcome.TOKEN_INVALID, reason=refused.problem.reason
+            )
+            return row_of(_Outcome(invalid, read=False), self.mode)
         except CognitoError as exc:
             return row_of(replace(self._error_outcome(skeleton, exc), read=False), self.mode)
         # Only apply probes; drift needs no probe-memory lookup (one SQLite query per user).
@@ -356,7 +369,7 @@ class Runner:
         """A user this run wrote (or tried to) just before it was interrupted: report it as
         that write, or finish it, replaying the refusals Cognito gave so the row is the one an
         uninterrupted run writes."""
-        intent = self.journal.get(user.username)
+        intent = self.journal.get(user.sub)
         if intent is None:
             return None
         rejections = [Rejection(r) for r in intent.rejections]
@@ -408,11 +421,15 @@ class Runner:
         return _Outcome(redo, after=user.mfa)
 
     def _read(self, listed: ListedUser, groups: frozenset[str], token: str | None) -> User:
-        read: MfaRead = (
-            self.gateway.token_read(token)
-            if token is not None
-            else self.gateway.admin_read(listed.username)
-        )
+        """The listed user joined with their MFA read; raises _TokenRefused when ``token`` is
+        not theirs (nothing is sent with a token whose claims name another pool or user)."""
+        if token is not None:
+            problem = binding_problem(token, user_pool_id=self.gateway.user_pool_id, sub=listed.sub)
+            if problem is not None:
+                raise _TokenRefused(problem)
+        read = self._read_mfa(listed.username, token)
+        if token is not None and read.sub != listed.sub:
+            raise _TokenRefused(TOKEN_OTHER_USER)
         return replace(
             as_user(listed, groups),
             status=read.status or listed.status,
@@ -420,6 +437,11 @@ class Runner:
             attributes=read.attributes or listed.attributes,
             mfa=read.mfa,
         )
+
+    def _read_mfa(self, username: str, token: str | None) -> MfaRead:
+        if token is not None:
+            return self.gateway.token_read(token)
+        return self.gateway.admin_read(username)
 
     def _apply(
         self,
@@ -446,6 +468,8 @@ class Runner:
                     self.gateway.admin_write(user.username, request)
             except CognitoError as exc:
                 rejection = exc.rejection
+                if rejection is None and exc.unanswered:
+                    return self._settle_unanswered(user, decision, token, exc)
                 if rejection is None:
                     return self._error_outcome(decision, exc)
                 if rejection.factor is Factor.TOTP:
@@ -462,14 +486,40 @@ class Runner:
         self, page: int, user: User, target: MfaState, refused: list[Rejection]
     ) -> None:
         self.journal.record_followup(
-            Intent(page, user.username, user.mfa, target, tuple(r.value for r in refused))
+            Intent(page, user.sub, user.mfa, target, tuple(r.value for r in refused))
+        )
+
+    def _settle_unanswered(
+        self, user: User, decision: Decision, token: str | None, exc: CognitoError
+    ) -> _Outcome:
+        """A write whose last attempt timed out or got a 5xx may have been applied all the
+        same: read the user again and report what Cognito holds, so rollback sees it."""
+        try:
+            now = self._read_mfa(user.username, token).mfa
+        except CognitoError:
+            return self._error_outcome(decision, exc)
+        if now == decision.target:
+            if decision.probing:
+                self.probes.forget(user.sub)
+            return _Outcome(decision, after=now)
+        failed = self._error_outcome(decision, exc)
+        return replace(
+            failed,
+            decision=replace(
+                failed.decision,
+                reason=f"{failed.decision.reason}; read again after it: not applied",
+            ),
+            after=now,
         )
 
     def _error_outcome(self, decision: Decision, exc: CognitoError) -> _Outcome:
         if exc.code == "UserNotFoundException":
             outcome, reason = Outcome.SKIPPED, "user_not_found: deleted during the run"
         elif exc.code == "NotAuthorizedException" and self.auth == ACCESS_TOKEN:
-            outcome, reason = Outcome.TOKEN_INVALID, "stored access token expired or revoked"
+            outcome, reason = (
+                Outcome.TOKEN_INVALID,
+                f"token_rejected: {exc.message or 'stored access token expired or revoked'}",
+            )
         elif exc.code in ("UserNotConfirmedException", "PasswordResetRequiredException"):
             outcome, reason = Outcome.SKIPPED, f"{exc.code}: Cognito refuses changes to this user"
         else:

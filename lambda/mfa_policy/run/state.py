@@ -2,7 +2,8 @@
 
 Local files here; the Lambda keeps its probe memory under /tmp, synced with the report bucket
 at the start and end of each slice, and its intent journal in the bucket itself
-(``StoredIntentJournal``), written before the writes it covers.
+(``StoredIntentJournal``), written before the writes it covers. None of them holds a username:
+users are keyed by their ``sub``, which is an opaque id, while a username is often an email.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Intent:
     """A write about to be sent: enough to report it truthfully if the process dies after it."""
 
     page: int
-    username: str
+    sub: str
     before: MfaState
     target: MfaState
     #: Cognito's refusals (engine ``Rejection`` values) before this request, in order: a
@@ -82,14 +83,14 @@ class Intent:
 class Journal(Protocol):
     """What the runner needs of a write-intent journal, local file or report bucket."""
 
-    def get(self, username: str) -> Intent | None: ...
+    def get(self, sub: str) -> Intent | None: ...
     def record_many(self, intents: Sequence[Intent]) -> None: ...
     def record_followup(self, intent: Intent) -> None: ...
     def clear_through(self, page: int) -> None: ...
 
 
 class IntentJournal:
-    """Write-ahead log of the pages in flight. Cleared page by page as they commit."""
+    """Write-ahead log of the pages in flight, by sub. Cleared page by page as they commit."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -101,22 +102,24 @@ class IntentJournal:
                     raw = json.loads(line)
                 except ValueError:
                     continue  # the last line of a killed process may be cut short
-                self._intents[raw["username"]] = Intent(
+                if "sub" not in raw:
+                    continue  # an older journal, keyed by username: nothing can match it
+                self._intents[raw["sub"]] = Intent(
                     raw["page"],
-                    raw["username"],
+                    raw["sub"],
                     MfaState.from_dict(raw["before"]),
                     MfaState.from_dict(raw["target"]),
                     tuple(raw.get("rejections", ())),
                 )
 
-    def get(self, username: str) -> Intent | None:
+    def get(self, sub: str) -> Intent | None:
         with self._lock:
-            return self._intents.get(username)
+            return self._intents.get(sub)
 
     def record(self, intent: Intent) -> None:
         line = json.dumps(_intent_dict(intent))
         with self._lock:
-            self._intents[intent.username] = intent
+            self._intents[intent.sub] = intent
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(line + "\n")
                 f.flush()
@@ -129,7 +132,7 @@ class IntentJournal:
         text = "".join(json.dumps(_intent_dict(i)) + "\n" for i in intents)
         with self._lock:
             for intent in intents:
-                self._intents[intent.username] = intent
+                self._intents[intent.sub] = intent
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(text)
                 f.flush()
@@ -152,7 +155,7 @@ class IntentJournal:
 def _intent_dict(intent: Intent) -> dict[str, Any]:
     data: dict[str, Any] = {
         "page": intent.page,
-        "username": intent.username,
+        "sub": intent.sub,
         "before": intent.before.to_dict(),
         "target": intent.target.to_dict(),
     }
@@ -176,8 +179,8 @@ class StoredIntentJournal:
     the killed attempt. The journal therefore outlives slices: one object per page, keyed by
     run and page, written before any of that page's writes is sent. A slice reads the pages
     from its checkpoint on; pages it commits are dropped from memory only, since they are
-    durable only once the slice's report part is uploaded. Users are stored as a hash salted
-    with the run id: the bucket holds no raw username.
+    durable only once the slice's report part is uploaded. Users are stored as a hash of their
+    sub salted with the run id.
     """
 
     def __init__(self, pages: JournalPages, *, run_id: str, first_page: int) -> None:
@@ -207,13 +210,13 @@ class StoredIntentJournal:
                         f"line {number}); it cannot be resumed safely: start a new run"
                     ) from None
 
-    def _key(self, username: str) -> str:
-        return hashlib.sha256(f"{self.run_id}\0{username}".encode()).hexdigest()
+    def _key(self, sub: str) -> str:
+        return hashlib.sha256(f"{self.run_id}\0{sub}".encode()).hexdigest()
 
-    def get(self, username: str) -> Intent | None:
+    def get(self, sub: str) -> Intent | None:
         with self._lock:
-            found = self._intents.get(self._key(username))
-        return replace(found, username=username) if found else None
+            found = self._intents.get(self._key(sub))
+        return replace(found, sub=sub) if found else None
 
     def record(self, intent: Intent) -> None:
         self.record_many([intent])
@@ -238,7 +241,7 @@ class StoredIntentJournal:
     def _page_texts(self, intents: Sequence[Intent]) -> dict[int, str]:
         with self._lock:
             for intent in intents:
-                self._intents[self._key(intent.username)] = intent
+                self._intents[self._key(intent.sub)] = intent
             pages = sorted({i.page for i in intents})
             texts = {
                 page: "".join(

@@ -404,7 +404,9 @@ Hook = Callable[[str, Mapping[str, Any]], None]
 class Fault:
     """One injected fault: an error answer, or a stall before the normal answer.
 
-    `operation` None matches every Cognito operation; `times` None fires forever.
+    `operation` None matches every Cognito operation; `times` None fires forever. With
+    `after_handling` the request is handled as usual (a write takes effect) and its answer is
+    replaced by `error`: the service did it, but the caller hears a failure.
     """
 
     operation: str | None
@@ -412,6 +414,7 @@ class Fault:
     stall_seconds: float = 0.0
     times: int | None = 1
     match: Match | None = None
+    after_handling: bool = False
     fired: int = 0
 
     def applies(self, operation: str, body: Mapping[str, Any]) -> bool:
@@ -725,10 +728,12 @@ class FidelityMiddleware:
         try:
             for hook in hooks:
                 hook(operation, body)
-            admitted, stall = self._admit(operation, body)
+            admitted, stall, handle_first = self._admit(operation, body)
             delay = self._latency_seconds() + stall
             if delay:
                 self._wake.wait(delay)
+            if admitted is not None and handle_first:
+                self._handle(operation, body, environ)
             if admitted is not None:
                 return _respond(start_response, admitted)
             return _respond(start_response, self._handle(operation, body, environ))
@@ -740,15 +745,18 @@ class FidelityMiddleware:
         latency = self._settings.latency
         return self._random.uniform(*latency) if latency else 0.0
 
-    def _admit(self, operation: str, body: Mapping[str, Any]) -> tuple[CognitoError | None, float]:
-        """Throttling and injected faults: (an error to answer with, seconds to stall)."""
+    def _admit(
+        self, operation: str, body: Mapping[str, Any]
+    ) -> tuple[CognitoError | None, float, bool]:
+        """Throttling and injected faults: (an error to answer with, seconds to stall, whether
+        to handle the request before answering with that error)."""
         with self._control:
             now = time.monotonic()
             if any(storm.throttles(operation, now) for storm in self._storms) or (
                 not self._bucket_allows(operation)
             ):
                 self._throttled[operation] += 1
-                return THROTTLED, 0.0
+                return THROTTLED, 0.0, False
             stall = 0.0
             for fault in self._faults:
                 if not fault.applies(operation, body):
@@ -759,8 +767,8 @@ class FidelityMiddleware:
                     continue
                 if fault.error.code == THROTTLED.code:
                     self._throttled[operation] += 1
-                return fault.error, stall
-            return None, stall
+                return fault.error, stall, fault.after_handling
+            return None, stall, False
 
     def _bucket_allows(self, operation: str) -> bool:
         quotas = self._settings.quotas

@@ -343,23 +343,41 @@ class CognitoStandIn:
         status: int = 400,
         times: int | None = 1,
         match: Callable[[Mapping[str, Any]], bool] | None = None,
+        after_handling: bool = False,
     ) -> Fault:
         """Answer the next `times` matching requests with this error (None: every time).
 
         `operation` None matches every Cognito operation; `match` gets the request body.
+        `after_handling`: handle the request first (a write takes effect), then answer with
+        the error, as when the service applied a change and its answer was lost.
         """
         return self.fidelity.add_fault(
-            Fault(operation, CognitoError(code, message, status), times=times, match=match)
+            Fault(
+                operation,
+                CognitoError(code, message, status),
+                times=times,
+                match=match,
+                after_handling=after_handling,
+            )
         )
 
-    def server_errors(self, operation: str | None, times: int = 1) -> Fault:
-        """HTTP 500 InternalErrorException for the next `times` requests."""
+    def server_errors(
+        self,
+        operation: str | None,
+        times: int | None = 1,
+        *,
+        match: Callable[[Mapping[str, Any]], bool] | None = None,
+        after_handling: bool = False,
+    ) -> Fault:
+        """HTTP 500 InternalErrorException for the next `times` requests (see `inject`)."""
         return self.inject(
             operation,
             "InternalErrorException",
             "An internal error occurred.",
             status=500,
             times=times,
+            match=match,
+            after_handling=after_handling,
         )
 
     def stall(
