@@ -121,6 +121,8 @@ class ListedUser:
     status: str
     enabled: bool
     attributes: Mapping[str, str]
+    #: UserLastModifiedDate, as an ISO string: the ledger compares it with the observation's.
+    last_modified: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,12 @@ class CallCounters:
             throttled.update(self.throttled)
             self.calls.clear()
             self.throttled.clear()
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def attributes_of(items: list[dict[str, str]] | None) -> dict[str, str]:
@@ -277,6 +285,7 @@ class CognitoGateway:
                     status=raw.get("UserStatus") or "UNKNOWN",
                     enabled=bool(raw.get("Enabled", True)),
                     attributes=attributes,
+                    last_modified=_iso(raw.get("UserLastModifiedDate")),
                 )
             )
         return UsersPage(users, response.get("PaginationToken") or None)

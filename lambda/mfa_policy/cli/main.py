@@ -70,7 +70,7 @@ def _add_aws_options(parser: argparse.ArgumentParser) -> None:
     aws.add_argument(
         "--endpoint-url",
         help="Cognito endpoint (a local stand-in, for example; on 127.0.0.1 no AWS "
-        "credentials are needed)",
+        "credentials are needed); CloudTrail is read there too",
     )
 
 
@@ -182,8 +182,16 @@ def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> N
         "(attribute access_token), for --auth access-token",
     )
     _add_quiet_option(parser)
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="read every in-scope user's MFA state, not only those the state ledger and "
+        "CloudTrail say can have changed",
+    )
     parser.add_argument("--workers", type=int, default=32, help=argparse.SUPPRESS)
     _add_wait_option(parser)
+    # CloudTrail allows about 2 LookupEvents a second per account; a stand-in may allow more.
+    parser.add_argument("--lookups-per-second", type=float, default=1.5, help=argparse.SUPPRESS)
     if with_format:
         parser.add_argument(
             "--output",
@@ -216,7 +224,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError("--auth access-token needs --token-table NAME")
         (dynamodb,) = _clients(args, "dynamodb")
         tokens = DynamoTokenTable(dynamodb, args.token_table)
-    (client,) = _clients(args, "cognito-idp")
+    # CloudTrail of the pool's account and Region, through the same endpoint when one is given.
+    client, cloudtrail = _clients(args, "cognito-idp", "cloudtrail")
+    if getattr(args, "estimate", False):
+        return _estimate(args, policy, client, cloudtrail)
     total = None
     if Progress.would_show(quiet=args.quiet):
         from mfa_policy.aws.gateway import CognitoGateway
@@ -238,6 +249,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             on_rows=progress.advance,
             wait=args.wait,
             on_wait=_waiting,
+            cloudtrail=cloudtrail,
+            full=args.full,
+            lookups_per_second=args.lookups_per_second,
         )
     summary = {**result.summary, "report_dir": str(result.report_dir)}
     if not args.quiet:
@@ -334,6 +348,27 @@ def _cmd_apply_plan(args: argparse.Namespace, policy: object) -> int:
         )
     failed = summary["counts"]["by_outcome"].get("failed", 0)
     return EXIT_DRIFT if summary["stale"] or failed else EXIT_OK
+
+
+def _estimate(args: argparse.Namespace, policy: object, client: object, cloudtrail: object) -> int:
+    import json
+
+    from mfa_policy.run.estimate import estimate_drift, render_estimate
+
+    estimate = estimate_drift(
+        client,
+        policy,  # type: ignore[arg-type]
+        args.user_pool_id,
+        state_dir=args.state_dir,
+        cloudtrail=cloudtrail,
+        full=args.full,
+        lookups_per_second=args.lookups_per_second,
+    )
+    if args.format == "json":
+        print(json.dumps(estimate, indent=2, sort_keys=True))
+    else:
+        print(render_estimate(estimate), end="")
+    return EXIT_OK
 
 
 def _print_summary(summary: dict[str, object], fmt: str) -> None:
@@ -458,6 +493,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PLAN",
         help="also write a plan: the exact request for each user to change, and the state "
         "drift observed (JSON at PLAN, a Markdown summary for reviewers beside it)",
+    )
+    drift.add_argument(
+        "--estimate",
+        action="store_true",
+        help="predict the run's MFA reads, the MAUs they add and its duration, reading no "
+        "user (lists the pool and reads CloudTrail)",
     )
     drift.set_defaults(handler=_cmd_run)
 

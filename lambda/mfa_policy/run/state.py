@@ -46,6 +46,10 @@ class Checkpoint:
     report_uri: str = ""
     report: dict[str, Any] = field(default_factory=dict)
     slices: int = 0
+    #: The calendar month (UTC) MAUs are counted in, fixed when the run started.
+    month: str = ""
+    #: How the run chose whom to read (see run.ledger.sync_feed); {} for runs without one.
+    ledger: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +195,10 @@ class StateFolder:
 
     def probe_db(self, user_pool_id: str) -> Path:
         return self.root / "probes" / f"{user_pool_id}.sqlite"
+
+    def ledger_db(self, user_pool_id: str) -> Path:
+        """The pool's state ledger: each user's last observed MFA state (run.ledger)."""
+        return self.root / "ledger" / f"{user_pool_id}.sqlite"
 
     def save(self, checkpoint: Checkpoint) -> None:
         write_json_atomically(
