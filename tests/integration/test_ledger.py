@@ -300,3 +300,71 @@ def test_a_user_changed_during_a_run_is_read_by_the_next(
     _, rows = drift(standin, pool.pool_id, state, tmp_path / "3")
     assert sub_of(standin, pool.pool_id, target) in read_subs(rows)
     assert outcomes(rows) == outcomes(full_read(standin, pool.pool_id, tmp_path, "full"))
+
+
+def test_the_lambda_keeps_the_ledger_in_dynamodb_and_reads_only_changed_users(
+    standin: CognitoStandIn, demo_pool: Any
+) -> None:
+    from mfa_policy.handlers import HandlerSettings, run_slice
+
+    pool = demo_pool(70)  # two pages: two slices with a zero budget
+    dynamodb, s3 = standin.client("dynamodb"), standin.client("s3")
+    table, bucket = f"ledger-{pool.pool_id[-6:].lower()}", f"reports-{pool.pool_id[-6:].lower()}"
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[
+            {"AttributeName": "pool", "KeyType": "HASH"},
+            {"AttributeName": "sub", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pool", "AttributeType": "S"},
+            {"AttributeName": "sub", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    s3.create_bucket(Bucket=bucket)
+    settings = HandlerSettings(
+        user_pool_id=pool.pool_id,
+        policy_json=demo_policy().to_json(),
+        report_bucket=bucket,
+        ledger_table=table,
+        lookups_per_second=FAST_LOOKUPS,
+    )
+
+    def scheduled_drift() -> dict[str, Any]:
+        state: dict[str, Any] = {"mode": "drift", "trigger": "schedule"}
+        for _ in range(10):
+            state = run_slice(
+                state,
+                settings=settings,
+                cognito=standin.client(),
+                s3=s3,
+                dynamodb=dynamodb,
+                cloudtrail=standin.client("cloudtrail"),
+                time_budget=0.0,
+            )
+            if state["done"]:
+                return state
+        raise AssertionError("the run did not finish")
+
+    first = scheduled_drift()
+    assert first["checkpoint"]["counts"]["reads"]["AdminGetUser"] > 40
+    assert "AdminGetUser" not in scheduled_drift()["checkpoint"]["counts"]["reads"]
+    user = pool.usernames["sms_preferred"][0]
+    standin.client().admin_set_user_mfa_preference(
+        UserPoolId=pool.pool_id,
+        Username=user,
+        SMSMfaSettings={"Enabled": True, "PreferredMfa": False},
+    )
+    third = scheduled_drift()
+    assert third["checkpoint"]["counts"]["reads"] == {
+        "AdminGetUser": 1,
+        "ledger": first["checkpoint"]["counts"]["reads"]["AdminGetUser"] - 1,
+        "reason:event": 1,
+    }
+    item = dynamodb.get_item(
+        TableName=table,
+        Key={"pool": {"S": pool.pool_id}, "sub": {"S": sub_of(standin, pool.pool_id, user)}},
+    )["Item"]
+    assert json.loads(item["mfa"]["S"]) == {"enabled": ["sms"], "preferred": None}
+    assert item["observed_by"]["S"] == "AdminGetUser"

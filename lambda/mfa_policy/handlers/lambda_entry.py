@@ -23,6 +23,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mfa_policy.aws.clients import aws_client
+from mfa_policy.aws.cloudtrail import DEFAULT_LOOKUPS_PER_SECOND
+from mfa_policy.aws.ledger_table import DynamoLedger
 from mfa_policy.aws.s3_report import S3File, S3Report
 from mfa_policy.aws.tokens import DynamoTokenTable
 from mfa_policy.core.engine import Mode
@@ -50,6 +52,10 @@ class HandlerSettings:
     auth: str = ADMIN
     token_table: str | None = None
     metrics_namespace: str = "MfaPolicy"
+    #: The state ledger's DynamoDB table; None reads every user on every run.
+    ledger_table: str | None = None
+    #: CloudTrail allows about 2 LookupEvents a second per account and Region.
+    lookups_per_second: float = DEFAULT_LOOKUPS_PER_SECOND
 
 
 def settings_from_env(env: Mapping[str, str]) -> HandlerSettings:
@@ -69,6 +75,10 @@ def settings_from_env(env: Mapping[str, str]) -> HandlerSettings:
         auth=auth,
         token_table=env.get("TOKEN_TABLE") or None,
         metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "MfaPolicy"),
+        ledger_table=env.get("LEDGER_TABLE") or None,
+        lookups_per_second=float(
+            env.get("CLOUDTRAIL_LOOKUPS_PER_SECOND") or DEFAULT_LOOKUPS_PER_SECOND
+        ),
     )
 
 
@@ -99,9 +109,11 @@ def run_slice(
     s3: Any,
     dynamodb: Any | None,
     time_budget: float,
+    cloudtrail: Any | None = None,
 ) -> dict[str, Any]:
     """One slice: resume from ``event["checkpoint"]`` (or start); take no new page after
-    ``time_budget`` seconds (but always at least one)."""
+    ``time_budget`` seconds (but always at least one). With a ledger table, only users who
+    can have changed are read (``event["full"]`` reads everyone)."""
     if event.get("plan_key"):  # a reviewed plan from S3, not a scan of the pool
         return run_plan_slice(
             event, settings=settings, cognito=cognito, s3=s3, time_budget=time_budget
@@ -149,6 +161,11 @@ def run_slice(
         if settings.auth == ACCESS_TOKEN and settings.token_table
         else None
     )
+    ledger = (
+        DynamoLedger(dynamodb, settings.ledger_table, settings.user_pool_id)
+        if settings.ledger_table and dynamodb is not None
+        else None
+    )
     stop_at = time.monotonic() + time_budget
     checkpoint = execute_slice(
         cognito,
@@ -164,6 +181,10 @@ def run_slice(
         save_checkpoint=lambda _: None,  # Step Functions carries the checkpoint
         auth=settings.auth,
         tokens=tokens,
+        ledger=ledger,
+        cloudtrail=cloudtrail if ledger is not None else None,
+        full=bool(event.get("full", False)),
+        lookups_per_second=settings.lookups_per_second,
     )
     if not checkpoint.done:
         report.flush_part()
@@ -237,8 +258,9 @@ def slice_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         settings=settings,
         cognito=aws_client("cognito-idp"),
         s3=aws_client("s3"),
-        dynamodb=aws_client("dynamodb") if settings.token_table else None,
+        dynamodb=aws_client("dynamodb") if settings.token_table or settings.ledger_table else None,
         time_budget=context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS,
+        cloudtrail=aws_client("cloudtrail") if settings.ledger_table else None,
     )
     if result["done"]:
         # service="" keeps Powertools from adding a service dimension: the construct's metrics

@@ -142,12 +142,15 @@ class Trail:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._events: list[TrailEvent] = []
+        #: Positions in _events by event name: a lookup by name scans only its own.
+        self._by_name: dict[str, list[int]] = {}
         self._maus: dict[tuple[str, str], set[str]] = {}
         self.lag_seconds = 0.0
 
     def reset(self) -> None:
         with self._lock:
             self._events.clear()
+            self._by_name.clear()
             self._maus.clear()
 
     def record(
@@ -164,6 +167,7 @@ class Trail:
         counts_as_mau: bool = False,
     ) -> None:
         with self._lock:
+            self._by_name.setdefault(name, []).append(len(self._events))
             self._events.append(
                 TrailEvent(
                     seq=len(self._events),
@@ -228,9 +232,13 @@ class Trail:
             )
         before = _decode_token(body.get("NextToken"))
         with self._lock:
+            if match is not None and match[0] == "EventName":
+                pool = [self._events[i] for i in reversed(self._by_name.get(match[1], []))]
+            else:
+                pool = list(reversed(self._events))
             candidates = [
                 e
-                for e in reversed(self._events)
+                for e in pool
                 if (before is None or e.seq < before)
                 and e.delivered_at <= now
                 and e.account_id == account_id
