@@ -113,6 +113,15 @@ class MfaPolicy(Construct):
         attribute ``access_token``). When given, runs use access-token auth: users are read and
         written with their own tokens and the function gets no ``Admin*`` permission, only read
         access to this table. Default: - admin auth (IAM and ``Admin*`` calls)
+    :param ledger: whether runs keep the state ledger (each user's last observed MFA state,
+        kept current from CloudTrail's Event history) and read only users who can have changed.
+        ``AdminGetUser`` makes every user it reads a billable MAU, so without the ledger a daily
+        drift bills the whole pool every month. Event history needs no trail; the function
+        gets ``cloudtrail:LookupEvents``, which has no resource-level permissions (``*``).
+        Default: ``True``
+    :param ledger_table: the ledger's DynamoDB table (partition key ``pool``, sort key ``sub``,
+        both strings). Default: - a new on-demand table, encrypted, with point-in-time
+        recovery, retained when the stack is deleted
     :param wait_for_completion: how long a deploy waits for its run before it finishes; the run
         goes on in the background past this bound and the attributes then describe it as still
         running. ``None`` or zero does not wait. At most 50 minutes (the custom resource
@@ -156,6 +165,8 @@ class MfaPolicy(Construct):
         report_prefix: str = "mfa-policy/",
         report_retention: Duration | None = DEFAULT_REPORT_RETENTION,
         token_table: dynamodb.ITable | None = None,
+        ledger: bool = True,
+        ledger_table: dynamodb.ITable | None = None,
         wait_for_completion: Duration | None = DEFAULT_WAIT_FOR_COMPLETION,
         run_timeout: Duration = DEFAULT_RUN_TIMEOUT,
         alarm_on_drift: bool = True,
@@ -215,6 +226,9 @@ class MfaPolicy(Construct):
         )
         self._grant_pool_access(token_table)
         self._nag_findings += self._grant_reports(self._function, write=True)
+        self._ledger_table = (ledger_table or self._create_ledger_table()) if ledger else None
+        if self._ledger_table is not None:
+            self._use_ledger(self._ledger_table)
 
         self._state_machine = self._create_state_machine(run_timeout)
         self._run = self._create_deploy_run(mode=mode, wait_seconds=wait_seconds)
@@ -578,6 +592,46 @@ class MfaPolicy(Construct):
                 )
             ],
         )
+
+    def _create_ledger_table(self) -> dynamodb.Table:
+        return dynamodb.Table(
+            self,
+            "LedgerTable",
+            partition_key=dynamodb.Attribute(name="pool", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sub", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            # The ledger is what keeps runs from reading (and billing) every user: keep it.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def _use_ledger(self, table: dynamodb.ITable) -> None:
+        self._function.add_environment("LEDGER_TABLE", table.table_name)
+        # Exactly the calls aws/ledger_table.py makes.
+        table.grant(
+            self._function,
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+        )
+        lookup = iam.PolicyStatement(actions=["cloudtrail:LookupEvents"], resources=["*"])
+        self._function.add_to_role_policy(lookup)
+        self._nag_findings += _nag.statement_wildcards(
+            self._function.role or self._function,
+            lookup,
+            "cloudtrail:LookupEvents supports no resource-level permissions (the Service "
+            "Authorization Reference lists no resource type for it), so its resource must be "
+            "'*'; it is read-only and reads this account's and Region's Event history",
+        )
+
+    @property
+    def ledger_table(self) -> dynamodb.ITable | None:
+        """The state ledger's table (None with ``ledger=False``)."""
+        return self._ledger_table
 
     def _grant_pool_access(self, token_table: dynamodb.ITable | None) -> None:
         # AdminSetUserMFAPreference is granted even when apply_on_deploy=False: that prop decides
