@@ -305,7 +305,7 @@ def test_a_user_changed_during_a_run_is_read_by_the_next(
 def test_the_lambda_keeps_the_ledger_in_dynamodb_and_reads_only_changed_users(
     standin: CognitoStandIn, demo_pool: Any
 ) -> None:
-    from mfa_policy.handlers import HandlerSettings, run_slice
+    from mfa_policy.handlers.lambda_entry import HandlerSettings, run_slice
 
     pool = demo_pool(70)  # two pages: two slices with a zero budget
     dynamodb, s3 = standin.client("dynamodb"), standin.client("s3")
@@ -368,3 +368,65 @@ def test_the_lambda_keeps_the_ledger_in_dynamodb_and_reads_only_changed_users(
     )["Item"]
     assert json.loads(item["mfa"]["S"]) == {"enabled": ["sms"], "preferred": None}
     assert item["observed_by"]["S"] == "AdminGetUser"
+
+
+def _ledger_table(standin: CognitoStandIn, name: str) -> None:
+    standin.client("dynamodb").create_table(
+        TableName=name,
+        KeySchema=[
+            {"AttributeName": "pool", "KeyType": "HASH"},
+            {"AttributeName": "sub", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pool", "AttributeType": "S"},
+            {"AttributeName": "sub", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def test_an_eventbridge_event_puts_just_that_user_back_within_one_call(
+    standin: CognitoStandIn, demo_pool: Any
+) -> None:
+    from mfa_policy.handlers.lambda_entry import HandlerSettings, evaluate_event
+
+    pool = demo_pool(40)
+    suffix = pool.pool_id[-6:].lower()
+    _ledger_table(standin, f"rt-ledger-{suffix}")
+    standin.client("s3").create_bucket(Bucket=f"rt-reports-{suffix}")
+    settings = HandlerSettings(
+        user_pool_id=pool.pool_id,
+        policy_json=demo_policy().to_json(),
+        report_bucket=f"rt-reports-{suffix}",
+        ledger_table=f"rt-ledger-{suffix}",
+    )
+    user = pool.usernames["totp_preferred"][0]
+    token = standin.issue_access_token(pool.pool_id, user)
+    standin.client().set_user_mfa_preference(  # the user prefers SMS again, with their token
+        AccessToken=token, SMSMfaSettings={"Enabled": True, "PreferredMfa": True}
+    )
+    (recorded,) = [
+        e for e in standin.cloudtrail_events(pool.pool_id) if e.name == "SetUserMFAPreference"
+    ]
+    # EventBridge's "AWS API Call via CloudTrail" event carries the CloudTrail record as detail.
+    event = {
+        "source": "aws.cognito-idp",
+        "detail-type": "AWS API Call via CloudTrail",
+        "detail": json.loads(recorded.lookup_row()["CloudTrailEvent"]),
+    }
+    clients = {
+        "cognito": standin.client(),
+        "s3": standin.client("s3"),
+        "dynamodb": standin.client("dynamodb"),
+    }
+    standin.reset_counters()
+    (drifted,) = evaluate_event(event, settings=settings, mode=Mode.DRIFT, **clients)
+    assert drifted["outcome"] == "would_change" and drifted["read_reason"] == "changed"
+    (fixed,) = evaluate_event(event, settings=settings, mode=Mode.APPLY, **clients)
+    assert fixed["outcome"] == "changed"
+    assert fixed["after"] == {"enabled": ["totp", "sms"], "preferred": "totp"}
+    # Only this user was listed (one filtered ListUsers each) and read.
+    assert standin.calls.get("AdminGetUser") == 2 and standin.calls.get("ListUsers") == 2
+    other_pool = {**event, "detail": {**event["detail"], "additionalEventData": {
+        "sub": drifted["sub"], "userPoolId": "us-east-1_other"}}}  # fmt: skip
+    assert evaluate_event(other_pool, settings=settings, mode=Mode.APPLY, **clients) == []

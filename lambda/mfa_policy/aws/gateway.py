@@ -154,6 +154,18 @@ class CallCounters:
             self.throttled.clear()
 
 
+def _listed(raw: Mapping[str, Any]) -> ListedUser:
+    attributes = attributes_of(raw.get("Attributes"))
+    return ListedUser(
+        username=raw["Username"],
+        sub=attributes.get("sub", raw["Username"]),
+        status=raw.get("UserStatus") or "UNKNOWN",
+        enabled=bool(raw.get("Enabled", True)),
+        attributes=attributes,
+        last_modified=_iso(raw.get("UserLastModifiedDate")),
+    )
+
+
 def _iso(value: Any) -> str | None:
     if value is None:
         return None
@@ -275,20 +287,18 @@ class CognitoGateway:
         if token:
             kwargs["PaginationToken"] = token
         response = self._call("list_users", **kwargs)
-        users = []
-        for raw in response.get("Users") or []:
-            attributes = attributes_of(raw.get("Attributes"))
-            users.append(
-                ListedUser(
-                    username=raw["Username"],
-                    sub=attributes.get("sub", raw["Username"]),
-                    status=raw.get("UserStatus") or "UNKNOWN",
-                    enabled=bool(raw.get("Enabled", True)),
-                    attributes=attributes,
-                    last_modified=_iso(raw.get("UserLastModifiedDate")),
-                )
-            )
+        users = [_listed(raw) for raw in response.get("Users") or []]
         return UsersPage(users, response.get("PaginationToken") or None)
+
+    def find_by_sub(self, sub: str) -> ListedUser | None:
+        """The one user with this sub, as ListUsers lists it (not MAU-billed); None if gone."""
+        if '"' in sub or "\\" in sub:
+            return None  # not a sub; and it would break the filter's quoting
+        response = self._call(
+            "list_users", UserPoolId=self.user_pool_id, Filter=f'sub = "{sub}"', Limit=1
+        )
+        users = [_listed(raw) for raw in response.get("Users") or []]
+        return users[0] if users else None
 
     def group_members(self, group: str) -> Iterator[str]:
         """Usernames in ``group``; a group that does not exist has none."""

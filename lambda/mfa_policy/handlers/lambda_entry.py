@@ -3,6 +3,8 @@
 - ``slice_handler``: one slice of a run (Step Functions loops it until ``done``).
 - ``deploy_on_event`` / ``deploy_is_complete``: the custom resource that runs the policy on
   deploy (the CDK Provider framework calls them); deleting the stack changes no user.
+- ``changed_user_handler``: an EventBridge rule on CloudTrail's Cognito events calls it to
+  re-evaluate (``REALTIME_MODE=drift``) or fix (``apply``) just the user who changed.
 
 Configuration comes from the environment through ``settings_from_env``; clients are built
 inside the handlers, never at import.
@@ -31,6 +33,7 @@ from mfa_policy.core.engine import Mode
 from mfa_policy.core.model import DRIFT_OUTCOMES, Outcome
 from mfa_policy.core.policy import policy_from_json
 from mfa_policy.handlers.plan_run import run_plan_slice
+from mfa_policy.run.changed_users import evaluate_changed, subs_of_event
 from mfa_policy.run.runner import ACCESS_TOKEN, ADMIN, execute_slice, new_run_id
 from mfa_policy.run.state import Checkpoint, IntentJournal
 
@@ -210,6 +213,69 @@ def run_slice(
         "counts": by_outcome,
         "report_uri": report.uri,
     }
+
+
+def evaluate_event(
+    event: Mapping[str, Any],
+    *,
+    settings: HandlerSettings,
+    mode: Mode,
+    cognito: Any,
+    s3: Any,
+    dynamodb: Any,
+) -> list[dict[str, Any]]:
+    """The rows for the user a CloudTrail event (through EventBridge) names; [] for others."""
+    if not settings.ledger_table:
+        raise ValueError("changed-user evaluation needs the state ledger (LEDGER_TABLE)")
+    subs = subs_of_event(event, settings.user_pool_id)
+    if not subs:
+        return []
+    work = Path(tempfile.mkdtemp(prefix="mfa-policy-"))
+    probe_file = S3File(
+        s3,
+        settings.report_bucket,
+        f"{settings.report_prefix.rstrip('/')}/probes/{settings.user_pool_id}.sqlite".lstrip("/"),
+        work / "probes.sqlite",
+    )
+    probe_file.download()
+    rows = evaluate_changed(
+        cognito,
+        policy_from_json(settings.policy_json),
+        settings.user_pool_id,
+        subs,
+        mode=mode,
+        ledger=DynamoLedger(dynamodb, settings.ledger_table, settings.user_pool_id),
+        probe_db=probe_file.local,
+    )
+    if mode is Mode.APPLY:
+        probe_file.upload()
+    return rows
+
+
+@logger.inject_lambda_context(log_event=False)
+def changed_user_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings = settings_from_env(os.environ)
+    mode = Mode(os.environ.get("REALTIME_MODE", Mode.DRIFT.value))
+    rows = evaluate_event(
+        event,
+        settings=settings,
+        mode=mode,
+        cognito=aws_client("cognito-idp"),
+        s3=aws_client("s3"),
+        dynamodb=aws_client("dynamodb"),
+    )
+    for row in rows:  # usernames are masked in rows; no attribute or token is in one
+        logger.info(
+            "changed user evaluated",
+            extra={
+                "event": (event.get("detail") or {}).get("eventName"),
+                "sub": row["sub"],
+                "outcome": row["outcome"],
+                "reason": row["reason"],
+                "request": row["request"],
+            },
+        )
+    return {"mode": mode.value, "users": len(rows), "outcomes": [r["outcome"] for r in rows]}
 
 
 def emit_run_metrics(metrics: Metrics, result: Mapping[str, Any], user_pool_id: str) -> None:

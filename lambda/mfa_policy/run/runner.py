@@ -171,6 +171,7 @@ class Runner:
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
         skew_seconds: float = DEFAULT_SKEW_SECONDS,
         clock: Callable[[], float] = time.time,
+        changed_subs: frozenset[str] = frozenset(),
     ) -> None:
         if auth == ACCESS_TOKEN and tokens is None:
             raise RunError("access-token mode needs a token table (--token-table)")
@@ -190,9 +191,11 @@ class Runner:
         self.full = full
         self.overlap_seconds = overlap_seconds
         self.skew_seconds = skew_seconds
+        #: Users known to have changed (an EventBridge event): always read.
+        self.changed_subs = changed_subs
         self._clock = clock
         #: Set per slice from the checkpoint: read everyone, and the month MAUs are billed in.
-        self._full_read = True
+        self._full_read = ledger is None
         self._month = month_of(clock())
 
     def start(self, run_id: str | None = None) -> Checkpoint:
@@ -345,6 +348,17 @@ class Runner:
 
     # -- one user -------------------------------------------------------------------------
 
+    def process_user(
+        self, listed: ListedUser, groups: Mapping[str, frozenset[str]], entry: LedgerEntry | None
+    ) -> tuple[Row, Observation | None]:
+        """One user outside a page (a user an EventBridge event names): the row and what the
+        ledger should record. Admin auth."""
+        processed = self._process(listed, 0, groups, None, entry)
+        return processed.row, processed.observation
+
+    def group_members(self) -> dict[str, frozenset[str]]:
+        return self._group_members()
+
     def _process(
         self,
         listed: ListedUser,
@@ -375,7 +389,13 @@ class Runner:
             and self.policy.enrollment.probe
             and self.probes.allowed(listed.sub)
         )
-        reason = needs_read(listed, entry, full=self._full_read, skew_seconds=self.skew_seconds)
+        reason = needs_read(
+            listed,
+            entry,
+            self.changed_subs,
+            full=self._full_read,
+            skew_seconds=self.skew_seconds,
+        )
         if reason is None and self.mode is Mode.APPLY and self.journal.get(listed.username):
             # Written (or refused) just before an interruption: the row must be the one the
             # uninterrupted run writes, which only a fresh read can tell.
