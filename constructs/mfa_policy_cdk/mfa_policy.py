@@ -38,6 +38,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk import custom_resources as cr
 
 from constructs import Construct, IValidation
+from mfa_policy.aws.cloudtrail import STATE_CHANGING_EVENTS
 from mfa_policy.core.model import Factor, Outcome
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.policy_file import load_policy_file
@@ -122,6 +123,12 @@ class MfaPolicy(Construct):
     :param ledger_table: the ledger's DynamoDB table (partition key ``pool``, sort key ``sub``,
         both strings). Default: - a new on-demand table, encrypted, with point-in-time
         recovery, retained when the stack is deleted
+    :param realtime: ``"drift"`` re-evaluates, and ``"apply"`` fixes, just the user a
+        CloudTrail event says changed, within about a minute of the change, through an
+        EventBridge rule on Cognito's CloudTrail events. It needs a CloudTrail trail with
+        logging enabled in the account and Region (EventBridge receives "AWS API Call via
+        CloudTrail" events only from a trail; the Event history the ledger reads needs none),
+        the ledger, and admin auth. Default: ``None`` (the scheduled drift only)
     :param wait_for_completion: how long a deploy waits for its run before it finishes; the run
         goes on in the background past this bound and the attributes then describe it as still
         running. ``None`` or zero does not wait. At most 50 minutes (the custom resource
@@ -167,6 +174,7 @@ class MfaPolicy(Construct):
         token_table: dynamodb.ITable | None = None,
         ledger: bool = True,
         ledger_table: dynamodb.ITable | None = None,
+        realtime: str | None = None,
         wait_for_completion: Duration | None = DEFAULT_WAIT_FOR_COMPLETION,
         run_timeout: Duration = DEFAULT_RUN_TIMEOUT,
         alarm_on_drift: bool = True,
@@ -192,6 +200,13 @@ class MfaPolicy(Construct):
             report_prefix=report_prefix,
         )
         _check_pool_offers_factors(user_pool, policy)
+        if realtime is not None:
+            if realtime not in ("drift", "apply"):
+                raise ValueError(f"realtime must be 'drift', 'apply' or None, not {realtime!r}")
+            if not ledger:
+                raise ValueError("realtime needs the ledger (ledger=True)")
+            if token_table is not None:
+                raise ValueError("realtime works with admin auth only; drop token_table")
         mode = "apply" if apply_on_deploy else "drift"
         slice_env = _slice_environment(
             policy=policy,
@@ -229,6 +244,9 @@ class MfaPolicy(Construct):
         self._ledger_table = (ledger_table or self._create_ledger_table()) if ledger else None
         if self._ledger_table is not None:
             self._use_ledger(self._ledger_table)
+        self._changed_user_function = (
+            self._create_realtime(realtime, slice_env) if realtime is not None else None
+        )
 
         self._state_machine = self._create_state_machine(run_timeout)
         self._run = self._create_deploy_run(mode=mode, wait_seconds=wait_seconds)
@@ -627,6 +645,49 @@ class MfaPolicy(Construct):
             "Authorization Reference lists no resource type for it), so its resource must be "
             "'*'; it is read-only and reads this account's and Region's Event history",
         )
+
+    def _create_realtime(self, mode: str, slice_env: Mapping[str, str]) -> lambda_.Function:
+        assert self._ledger_table is not None
+        function = self._new_function(
+            "ChangedUserFunction",
+            handler=_assets.CHANGED_USER_HANDLER,
+            description=f"mfa-policy: {mode} of the user a CloudTrail event says changed",
+            environment={
+                **slice_env,
+                "LEDGER_TABLE": self._ledger_table.table_name,
+                "REALTIME_MODE": mode,
+            },
+            memory_size=256,
+            timeout=Duration.minutes(1),
+        )
+        actions = [a for a in _ADMIN_ACTIONS if mode == "apply" or "Set" not in a]
+        self._user_pool.grant(function, *actions)
+        self._ledger_table.grant(
+            function,
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+        )
+        self._nag_findings += self._grant_reports(function, write=mode == "apply")
+        events.Rule(
+            self,
+            "ChangedUserRule",
+            description="mfa-policy: a Cognito call that can change a user's MFA state",
+            event_pattern=events.EventPattern(
+                source=["aws.cognito-idp"],
+                # API calls, and the managed login pages (service events).
+                detail_type=["AWS API Call via CloudTrail", "AWS Service Event via CloudTrail"],
+                detail={"eventName": sorted(STATE_CHANGING_EVENTS)},
+            ),
+            targets=[targets.LambdaFunction(function, retry_attempts=2)],
+        )
+        return function
+
+    @property
+    def changed_user_function(self) -> lambda_.Function | None:
+        """The function the ``realtime`` rule calls (None without ``realtime``)."""
+        return self._changed_user_function
 
     @property
     def ledger_table(self) -> dynamodb.ITable | None:

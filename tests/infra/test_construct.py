@@ -1134,3 +1134,49 @@ def test_the_cloudtrail_wildcard_is_acknowledged_with_why_it_must_be_star(defaul
     )
     assert "AwsSolutions-IAM5[Resource::*]" in acknowledged
     assert "cloudtrail:LookupEvents supports no resource-level permissions" in acknowledged
+
+
+@pytest.fixture(scope="module")
+def realtime() -> Built:
+    return build(realtime="apply")
+
+
+def test_realtime_adds_a_rule_on_cognito_cloudtrail_events_for_the_changed_user_function(
+    realtime: Built,
+) -> None:
+    from mfa_policy.aws.cloudtrail import STATE_CHANGING_EVENTS
+
+    rules = realtime.resources("AWS::Events::Rule", {"EventPattern": {}})
+    (rule,) = rules.values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.cognito-idp"]
+    assert "AWS API Call via CloudTrail" in pattern["detail-type"]
+    assert set(pattern["detail"]["eventName"]) == set(STATE_CHANGING_EVENTS)
+    fn_id, fn = realtime.function("mfa_policy.handlers.changed_user_handler")
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+    env = fn["Properties"]["Environment"]["Variables"]
+    assert env["REALTIME_MODE"] == "apply" and "LEDGER_TABLE" in env
+    assert fn["Properties"]["Timeout"] == 60
+
+
+def test_realtime_drift_may_not_write_and_neither_may_read_cloudtrail() -> None:
+    built = build(realtime="drift")
+    statements = built.statements("mfa_policy.handlers.changed_user_handler")
+    actions = as_text([s["Action"] for s in statements])
+    assert "cognito-idp:AdminGetUser" in actions
+    assert "AdminSetUserMFAPreference" not in actions
+    assert "cloudtrail:" not in actions
+    report = AwsSolutionsChecks().validate_scope(built.mfa)
+    assert [v.rule_name for v in report.violations] == []
+
+
+def test_realtime_needs_the_ledger_and_admin_auth() -> None:
+    with pytest.raises(ValueError, match="realtime needs the ledger"):
+        build(realtime="apply", ledger=False)
+    with pytest.raises(ValueError, match="realtime must be"):
+        build(realtime="sometimes")
+
+
+def test_no_realtime_rule_by_default(default: Built) -> None:
+    assert not default.resources("AWS::Events::Rule", {"EventPattern": {}})
+    assert default.mfa.changed_user_function is None
