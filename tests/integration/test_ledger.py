@@ -430,3 +430,16 @@ def test_an_eventbridge_event_puts_just_that_user_back_within_one_call(
     other_pool = {**event, "detail": {**event["detail"], "additionalEventData": {
         "sub": drifted["sub"], "userPoolId": "us-east-1_other"}}}  # fmt: skip
     assert evaluate_event(other_pool, settings=settings, mode=Mode.APPLY, **clients) == []
+
+
+def test_a_flood_of_sign_ins_is_cut_short_with_a_warning(
+    standin: CognitoStandIn, demo_pool: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mfa_policy.aws.cloudtrail as cloudtrail
+
+    monkeypatch.setattr(cloudtrail, "MAX_SIGN_IN_PAGES", 1)
+    pool = demo_pool(20)
+    for user in pool.usernames["sms_preferred"] * 20:  # more than one page of 50
+        standin.issue_access_token(pool.pool_id, user)
+    summary, _ = drift(standin, pool.pool_id, tmp_path / "state", tmp_path / "1")
+    assert any("more sign-ins than a run reads (InitiateAuth)" in w for w in summary["warnings"])

@@ -35,6 +35,9 @@ HISTORY_SECONDS = 90 * 86_400.0
 DEFAULT_OVERLAP_SECONDS = 20 * 60.0
 #: Our pace; CloudTrail allows about 2 LookupEvents a second per account and Region.
 DEFAULT_LOOKUPS_PER_SECOND = 1.5
+#: Sign-ins only refine the MAU count, and a busy account has many: stop after this many pages
+#: per event name (10,000 events, about 2 minutes) so a run's start stays short.
+MAX_SIGN_IN_PAGES = 200
 
 #: Event name -> why it means the user's MFA state (or sign-in factors) must be read again.
 #: Sources: the API reference of each operation; the developer guide's CloudTrail page for
@@ -136,6 +139,8 @@ class CloudTrailFeed:
         self._lock = threading.Lock()
         self._next_at = 0.0
         self.lookups = 0
+        #: Sign-in event names whose pages were cut at MAX_SIGN_IN_PAGES.
+        self.sign_ins_cut: list[str] = []
 
     def events(self, changes: Window | None, sign_ins: Window | None) -> Iterator[FeedEvent]:
         """State-changing events in ``changes`` and sign-ins in ``sign_ins``, for this pool.
@@ -147,11 +152,18 @@ class CloudTrailFeed:
                 yield from self._events_named(name, changes)
         if sign_ins is not None:
             for name in SIGN_IN_EVENTS:
-                yield from self._events_named(name, sign_ins)
+                yield from self._events_named(name, sign_ins, max_pages=MAX_SIGN_IN_PAGES)
 
-    def _events_named(self, name: str, window: Window) -> Iterator[FeedEvent]:
+    def _events_named(
+        self, name: str, window: Window, *, max_pages: int | None = None
+    ) -> Iterator[FeedEvent]:
         token: str | None = None
+        pages = 0
         while True:
+            if max_pages is not None and pages >= max_pages:
+                self.sign_ins_cut.append(name)
+                return
+            pages += 1
             kwargs: dict[str, Any] = {
                 "LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": name}],
                 "StartTime": window.start,

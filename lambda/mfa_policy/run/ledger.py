@@ -242,6 +242,11 @@ def sync_feed(
         warnings.append(f"CloudTrail could not be read ({exc}): every user is read")
         return FeedSync(True, "change feed unavailable", warnings, lookups=feed.lookups)
     ledger.set_meta(cursor=repr(now))
+    if feed.sign_ins_cut:
+        warnings.append(
+            f"CloudTrail holds more sign-ins than a run reads ({', '.join(feed.sign_ins_cut)}): "
+            "the MAUs added may count some users who signed in this month"
+        )
     first = cursor is None
     return FeedSync(
         full=full_requested,
