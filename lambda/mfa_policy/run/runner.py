@@ -46,7 +46,7 @@ from mfa_policy.core.ledger import (
 )
 from mfa_policy.core.model import Factor, MfaRead, MfaState, Outcome, User
 from mfa_policy.core.policy import Policy
-from mfa_policy.core.report import Counts, mask_identifier
+from mfa_policy.core.report import LEDGER, Counts, mask_identifier
 from mfa_policy.exceptions import PreflightError, RunError
 from mfa_policy.run.ledger import sync_feed
 from mfa_policy.run.state import Checkpoint, Intent, IntentJournal, ProbeMemory
@@ -406,7 +406,7 @@ class Runner:
             decision = decide(self.policy, known, self.mode, probe_allowed=probe_allowed)
             if self.mode is Mode.DRIFT or decision.request is None:
                 outcome = _Outcome(
-                    decision, after=known.mfa, source="ledger", observed_at=entry.observed_at
+                    decision, after=known.mfa, source=LEDGER, observed_at=entry.observed_at
                 )
                 return _Processed(row_of(outcome, self.mode))
             # The rule for writes: never on the strength of the ledger. Read fresh first.
@@ -613,7 +613,10 @@ def row_of(result: _Outcome, mode: Mode) -> Row:
         row["error"] = result.error
     if result.read and result.source is not None:
         row["state_source"] = result.source
-        row["observed_at"] = _iso(result.observed_at)
+        if result.source == LEDGER:
+            # When the ledger's state was seen; a state read in this run is of the run's time
+            # (and a row without a clock in it is the same in a resumed run and an unbroken one).
+            row["observed_at"] = _iso(result.observed_at)
         if result.read_reason is not None:
             row["read_reason"] = result.read_reason.value
         if result.mau_added is not None:
