@@ -472,7 +472,12 @@ def test_slice_function_gets_exactly_the_ledger_calls_and_cloudtrail_lookups(
         {"Fn::GetAtt": [table_id, "Arn"]}
     ]
     lookups = [s for s in statements if "cloudtrail:" in as_text(s["Action"])]
-    assert lookups == [{"Action": "cloudtrail:LookupEvents", "Effect": "Allow", "Resource": "*"}]
+    assert len(lookups) == 1 and lookups[0]["Resource"] == "*"  # no resource-level permissions
+    actions = lookups[0]["Action"]
+    cloudtrail = [
+        a for a in ([actions] if isinstance(actions, str) else actions) if "cloudtrail" in a
+    ]
+    assert cloudtrail == ["cloudtrail:LookupEvents"]
     assert all("cloudtrail:" not in as_text(default.statements(h)) for h in (ON_EVENT, IS_COMPLETE))
 
 

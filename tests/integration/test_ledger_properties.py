@@ -174,7 +174,7 @@ class History:
             self.standin.backend.user_pools.pop(self.pool_id, None)
 
 
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(history=histories)
 def test_incremental_drift_reports_what_a_full_read_reports(
     standin: CognitoStandIn, history: list[tuple[tuple[Any, ...], bool]]
