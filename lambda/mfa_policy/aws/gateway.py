@@ -33,11 +33,13 @@ from mfa_policy.exceptions import MfaPolicyError, PreflightError, RunError
 #: Cognito's maximum page size for ListUsers and ListUsersInGroup.
 PAGE_SIZE = 60
 
-#: Retries are ours, not botocore's, so that every throttle slows our bucket down.
+#: Retries are ours, not botocore's, so that every throttle slows our bucket down. Cognito
+#: answers in well under a second; an endpoint that accepts and never answers costs at most
+#: RetryPolicy.transport_attempts x read_timeout (+ under a second of backoff), about 31 s.
 CLIENT_CONFIG = Config(
     retries={"total_max_attempts": 1},
     connect_timeout=5,
-    read_timeout=15,
+    read_timeout=10,
     max_pool_connections=64,
 )
 
@@ -104,6 +106,8 @@ class RetryPolicy:
 
     throttle_attempts: int = 12
     error_attempts: int = 6
+    #: A request that timed out or could not connect: a silent endpoint must fail in bounded time.
+    transport_attempts: int = 3
     base_delay: float = 0.2
     max_delay: float = 10.0
 
@@ -172,6 +176,20 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
+def _transport_message(exc: Exception, attempts: int, client: Any) -> str:
+    config = getattr(getattr(client, "meta", None), "config", None) or CLIENT_CONFIG
+    if isinstance(exc, ReadTimeoutError):
+        what = (
+            "the endpoint accepted the connection but did not answer within "
+            f"{config.read_timeout} s"
+        )
+    elif isinstance(exc, ConnectTimeoutError):
+        what = f"no connection within {config.connect_timeout} s"
+    else:
+        what = "the connection failed"
+    return f"{what} ({attempts} attempts): {exc}"
+
+
 def attributes_of(items: list[dict[str, str]] | None) -> dict[str, str]:
     return {a["Name"]: a.get("Value", "") for a in items or []}
 
@@ -209,7 +227,7 @@ class CognitoGateway:
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         category = CATEGORY_OF[operation]
-        throttles = errors = 0
+        throttles = errors = transports = 0
         while True:
             if self.limiter is not None:
                 self.limiter.acquire(category)
@@ -241,9 +259,16 @@ class CognitoGateway:
             except _TRANSPORT_ERRORS as exc:
                 self.counters.count(operation)
                 errors += 1
-                if errors >= self.retry.error_attempts:
+                transports += 1
+                if (
+                    errors >= self.retry.error_attempts
+                    or transports >= self.retry.transport_attempts
+                ):
                     raise CognitoError(
-                        type(exc).__name__, str(exc), operation, unanswered=True
+                        type(exc).__name__,
+                        _transport_message(exc, transports, self.client),
+                        operation,
+                        unanswered=True,
                     ) from None
                 attempt = errors
             self._sleep(self.retry.delay(attempt))

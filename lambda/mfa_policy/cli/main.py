@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,6 +23,27 @@ EXIT_DRIFT = 2
 
 class UsageError(MfaPolicyError):
     """Options that do not fit together."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which reads as "drift found" in a pipeline: exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"integer of at least {minimum}"
+    return parse
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -188,7 +210,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> N
         help="read every in-scope user's MFA state, not only those the state ledger and "
         "CloudTrail say can have changed",
     )
-    parser.add_argument("--workers", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=_int_at_least(1), default=32, help=argparse.SUPPRESS)
     _add_wait_option(parser)
     # CloudTrail allows about 2 LookupEvents a second per account; a stand-in may allow more.
     parser.add_argument("--lookups-per-second", type=float, default=1.5, help=argparse.SUPPRESS)
@@ -438,8 +460,8 @@ def _cmd_completion(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, plus "did you mean" for a mistyped subcommand."""
+class _Parser(_ArgumentParser):
+    """argparse exiting 1 on usage errors, plus "did you mean" for a mistyped subcommand."""
 
     def error(self, message: str) -> NoReturn:
         import difflib
@@ -572,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
         exit_codes="  0  the demo ran\n  1  error",
         example="mfa-policy demo --users 200",
     )
-    demo.add_argument("--users", type=int, default=1000, help="pool size (default: %(default)s)")
+    demo.add_argument(
+        "--users", type=_int_at_least(2), default=1000, help="pool size (default: %(default)s)"
+    )
     demo.add_argument(
         "--report-dir",
         default="mfa-policy-demo",
@@ -623,7 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Exit codes: 0 success and nothing to do; 2 drift found or not converged; 1 every error,
+    usage errors included; 130 interrupted outside a run (a run stopped by Ctrl-C exits 2)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help and --version exit 0, usage errors 1
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:
         code: int = args.handler(args)
     except MfaPolicyError as exc:
@@ -636,6 +665,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        # A bug, not bad input: still one line and exit 1, so a pipeline never reads it as
+        # drift; MFA_POLICY_DEBUG=1 shows the traceback.
+        if os.environ.get("MFA_POLICY_DEBUG"):
+            raise
+        print(
+            f"error: internal error ({type(exc).__name__}: {exc}); please report it "
+            "(MFA_POLICY_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return code
 
 

@@ -27,6 +27,8 @@ from mfa_policy.run.state import (
     PoolLock,
     PoolLocked,
     StateFolder,
+    check_run_id,
+    ensure_writable_dir,
     user_lock_dir,
 )
 
@@ -91,7 +93,12 @@ def run_locally(
     state folder and reads only users who can have changed (``full`` reads everyone); without
     one it reads every in-scope user and keeps no ledger.
     """
+    if workers < 1:
+        raise RunError(f"workers must be at least 1, not {workers}")
     state = StateFolder(state_dir)
+    state.check_writable()  # before any lock or request: a run must be able to checkpoint
+    if isinstance(resume, str):
+        check_run_id(resume)
     run_id = resume if isinstance(resume, str) else new_run_id(mode.value)
     lock = pool_lock(user_pool_id, run_id, mode.value, state_dir)
     lock.acquire(wait, on_wait)
@@ -167,11 +174,11 @@ def _run_holding(
             )
         run_id = checkpoint.run_id
         lock.rename(run_id)
-        report = LocalReport(checkpoint.report_uri)
+        report = _report_folder(checkpoint.report_uri)
     else:
         directory = Path(report_dir) if report_dir else state.root / "reports" / run_id
         require_fresh_report_folder(directory)
-        report = LocalReport(directory)
+        report = _report_folder(directory)
 
     if checkpoint is not None and _is_unreported(checkpoint):
         return LocalRun(_finish_unreported(state, report, checkpoint), report.directory)
@@ -190,7 +197,7 @@ def _run_holding(
             mode=mode,
             report=report,
             probe_db=state.probe_db(user_pool_id),
-            journal=IntentJournal(state.run_dir(run_id) / "intents.jsonl"),
+            journal=IntentJournal(state.run_dir(run_id) / "intents.jsonl", run_id=run_id),
             checkpoint=checkpoint,
             run_id=run_id,
             keep_going=keep_going,
@@ -230,3 +237,12 @@ def _written_summary(report: LocalReport, checkpoint: Checkpoint) -> dict[str, A
         written: dict[str, Any] = json.loads(path.read_text("utf-8"))
         return written
     return summary_of(checkpoint)
+
+
+def _report_folder(directory: str | Path) -> LocalReport:
+    path = Path(directory)
+    ensure_writable_dir(path, "report folder")
+    try:
+        return LocalReport(path)
+    except OSError as exc:
+        raise RunError(f"cannot write the report folder {path}: {exc.strerror or exc}") from None
