@@ -392,3 +392,24 @@ def test_a_100k_username_yaml_file_loads(tmp_path):
     start = time.perf_counter()
     assert len(load_policy_file(path).exclude_usernames) == 100_000
     assert time.perf_counter() - start < 20
+
+
+def test_a_problem_with_a_key_does_not_hide_the_other_errors_of_its_mapping(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        !!str colour: blue
+        rules:
+          - {name: a, match: all, factors: {totp: prefered}}
+          - {name: b, match: all, factors: {sms: enabled}, name: c}
+        rate_limits: {user_read: 0}
+        """,
+    )
+    message = refusal(path)
+
+    assert "line 2: colour: YAML tag !!str is not allowed" in message
+    assert "colour: unknown key" in message
+    assert "rules[0].factors.totp: 'prefered' is not one of" in message
+    assert "line 5: rules[1].name: key appears twice" in message
+    assert "rate_limits.user_read: 0 is less than 1" in message

@@ -227,5 +227,5 @@ def test_structural_mutations_of_real_policies_get_a_clean_answer(case):
 
 def test_the_seeds_themselves_are_valid():
     for name, data in SEEDS.items():
-        code, out, err = validate_exit(data, Path(name).suffix)
+        code, _, err = validate_exit(data, Path(name).suffix)
         assert code == 0, err

@@ -54,11 +54,12 @@ def load_policy_file(path: str | Path) -> Policy:
         raise PolicyError([Issue((), _not_utf8(data, exc))], source=source) from None
     lines: Lines = {}
     found: list[Issue] = []
+    replaced: set[DocPath] = set()
     if path.suffix.lower() == ".json":
         document = _decode_json(text, source)
     else:
-        document, lines, found = _decode_yaml(text, source)
-    return parse_policy(document, source=source, lines=lines, found=found)
+        document, lines, found, replaced = _decode_yaml(text, source)
+    return parse_policy(document, source=source, lines=lines, found=found, replaced=replaced)
 
 
 def _read_bounded(path: Path, source: str) -> bytes:
@@ -193,11 +194,12 @@ class _Fatal(Exception):
         self.line = line
 
 
-def _decode_yaml(text: str, source: str) -> tuple[Any, Lines, list[Issue]]:
+def _decode_yaml(text: str, source: str) -> tuple[Any, Lines, list[Issue], set[DocPath]]:
     lines: Lines = {}
     found: list[Issue] = []
+    reader = _YamlReader(lines, found)
     try:
-        document = _YamlReader(lines, found).read(yaml.parse(text, Loader=_Loader))
+        document = reader.read(yaml.parse(text, Loader=_Loader))
     except _Fatal as fatal:
         lines = {(): fatal.line}
         raise PolicyError([Issue((), fatal.message)], source=source, lines=lines) from None
@@ -212,7 +214,7 @@ def _decode_yaml(text: str, source: str) -> tuple[Any, Lines, list[Issue]]:
             source=source,
             lines={(): mark.line + 1} if mark else {},
         ) from None
-    return document, lines, found
+    return document, lines, found, reader.replaced
 
 
 class _YamlReader:
@@ -221,6 +223,7 @@ class _YamlReader:
     def __init__(self, lines: Lines, found: list[Issue]) -> None:
         self.lines = lines
         self.found = found
+        self.replaced: set[DocPath] = set()
         self.anchors: dict[str, _Anchored] = {}
         self.open_anchors: set[str] = set()
         self.values = 0
@@ -247,12 +250,12 @@ class _YamlReader:
                 line = done.line
                 path, dropped = done.path, done.dropped
             elif isinstance(event, yaml.CollectionStartEvent):
-                path, dropped = self._slot(stack)
+                path, dropped, is_key = self._slot(stack)
                 line = _line(event)
                 if len(stack) + 1 > MAX_DEPTH:
                     raise _Fatal(f"nested deeper than {MAX_DEPTH} levels", line)
                 self._count(1, line)
-                self._check_tag(event, path, dropped)
+                self._check_tag(event, path, dropped, is_key)
                 if event.anchor is not None:
                     self.open_anchors.add(event.anchor)
                 container: dict[Any, Any] | list[Any] = (
@@ -261,14 +264,17 @@ class _YamlReader:
                 stack.append(_Open(container, path, event.anchor, line, dropped=dropped))
                 continue
             elif isinstance(event, yaml.AliasEvent):
-                path, dropped = self._slot(stack)
+                path, dropped, is_key = self._slot(stack)
                 line = _line(event)
                 value, values, height = self._alias(event, len(stack), line)
             elif isinstance(event, yaml.ScalarEvent):
-                path, dropped = self._slot(stack)
+                path, dropped, is_key = self._slot(stack)
                 line = _line(event)
+                if is_key:  # a problem with a key is told at the key
+                    path = (*path, event.value)
+                    self.lines.setdefault(path, line)
                 self._count(1, line)
-                value = self._scalar(event, path, dropped)
+                value = self._scalar(event, path, dropped, is_key)
                 values, height = 1, 0
                 if event.anchor is not None:
                     self.anchors[event.anchor] = _Anchored(value, 1, 0)
@@ -288,16 +294,17 @@ class _YamlReader:
 
     # -- where the next value goes ---------------------------------------------------------
 
-    def _slot(self, stack: list[_Open]) -> tuple[DocPath, bool]:
-        """The path of the value the next event starts, and whether it is to be dropped."""
+    def _slot(self, stack: list[_Open]) -> tuple[DocPath, bool, bool]:
+        """The path of the value the next event starts, whether it is to be dropped, and
+        whether it is a key (then the path is its mapping's)."""
         if not stack:
-            return (), False
+            return (), False, False
         top = stack[-1]
         if isinstance(top.value, list):
-            return (*top.path, len(top.value)), top.dropped
+            return (*top.path, len(top.value)), top.dropped, False
         if not top.has_key:
-            return top.path, top.dropped  # a key; _place checks it
-        return (*top.path, top.key), top.dropped or top.key is _DROP
+            return top.path, top.dropped, True  # _place checks the key
+        return (*top.path, top.key), top.dropped or top.key is _DROP, False
 
     def _place(self, top: _Open, value: Any, line: int, dropped: bool) -> None:
         if isinstance(top.value, list):
@@ -358,16 +365,24 @@ class _YamlReader:
         self._count(target.values, line)
         return target.value, target.values, target.height
 
-    def _check_tag(self, event: yaml.NodeEvent, path: DocPath, dropped: bool) -> None:
-        tag = getattr(event, "tag", None)
-        if tag is not None and not dropped:
-            self.found.append(
-                Issue(path, f"YAML tag {_short_tag(tag)} is not allowed; write a plain value")
-            )
+    def _replaced(self, issue: Issue, dropped: bool, is_key: bool) -> None:
+        """Report a value the document holds in another form (the text of a date, say);
+        the schema's complaints about it are left out."""
+        if dropped:
+            return
+        self.found.append(issue)
+        if not is_key:
+            self.replaced.add(issue.path)
 
-    def _scalar(self, event: yaml.ScalarEvent, path: DocPath, dropped: bool) -> Any:
+    def _check_tag(self, event: yaml.NodeEvent, path: DocPath, dropped: bool, is_key: bool) -> None:
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            message = f"YAML tag {_short_tag(tag)} is not allowed; write a plain value"
+            self._replaced(Issue(path, message), dropped, is_key)
+
+    def _scalar(self, event: yaml.ScalarEvent, path: DocPath, dropped: bool, is_key: bool) -> Any:
         if event.tag is not None:
-            self._check_tag(event, path, dropped)
+            self._check_tag(event, path, dropped, is_key)
             return event.value
         value = event.value
         if not event.implicit[0] or (value and value[0] not in self.implicit_first_chars):
@@ -377,18 +392,16 @@ class _YamlReader:
         if tag == _STR:
             return event.value
         if tag == _TIMESTAMP:
-            if not dropped:
-                self.found.append(
-                    Issue(path, f"{event.value} is a YAML date; quote it if you mean the text")
-                )
-            return event.value
+            message = f"{value} is a YAML date; quote it if you mean the text"
+            self._replaced(Issue(path, message), dropped, is_key)
+            return value
         node = yaml.ScalarNode(tag, value, None, None, event.style)
         try:
             return self.constructor.construct_object(node)
         except (ValueError, yaml.YAMLError):  # an integer of more digits than Python converts
-            if not dropped:
-                self.found.append(Issue(path, f"{event.value[:20]}... is too long a number"))
-            return event.value
+            message = f"{value[:20]}... is too long a number"
+            self._replaced(Issue(path, message), dropped, is_key)
+            return value
 
 
 class _Drop:
