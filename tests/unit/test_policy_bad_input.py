@@ -413,3 +413,27 @@ def test_a_problem_with_a_key_does_not_hide_the_other_errors_of_its_mapping(tmp_
     assert "rules[0].factors.totp: 'prefered' is not one of" in message
     assert "line 5: rules[1].name: key appears twice" in message
     assert "rate_limits.user_read: 0 is less than 1" in message
+
+
+def test_yaml_merge_keys_work_and_the_mappings_own_keys_win(tmp_path):
+    path = write(
+        tmp_path,
+        """\
+        version: 1
+        rules:
+          - &base {name: a, match: all, factors: {sms: enabled}}
+          - <<: *base
+            name: b
+            factors: {totp: enabled}
+          - <<: [{name: c, rollout: {percent: 10}}, *base]
+        """,
+    )
+    rules = load_policy_file(path).rules
+    assert [r.name for r in rules] == ["a", "b", "c"]
+    assert [r.rollout_percent for r in rules] == [None, None, 10]
+    assert {f.value for f in rules[1].factors} == {"totp"}
+
+
+def test_a_merge_of_something_that_is_not_a_mapping_is_an_error(tmp_path):
+    path = write(tmp_path, "version: 1\nrules:\n  - <<: 5\n    name: a\n")
+    assert "rules[0]: << must be followed by a mapping or a list of them" in refusal(path)

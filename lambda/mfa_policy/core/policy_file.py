@@ -41,6 +41,8 @@ DocPath = tuple[str | int, ...]
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = "tag:yaml.org,2002:str"
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_PLAIN_TYPES = frozenset(f"tag:yaml.org,2002:{name}" for name in ("null", "bool", "int", "float"))
 
 
 def load_policy_file(path: str | Path) -> Policy:
@@ -179,6 +181,7 @@ class _Open:
     key: Any = None
     has_key: bool = False
     seen_keys: set[str] = field(default_factory=set)
+    merges: list[tuple[dict[str, Any], int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,7 @@ class _YamlReader:
                 continue
             if isinstance(event, yaml.CollectionEndEvent):
                 done = stack.pop()
+                self._merge(done)
                 if done.anchor is not None:
                     self.open_anchors.discard(done.anchor)
                     self.anchors[done.anchor] = _Anchored(done.value, done.values, done.height)
@@ -315,17 +319,36 @@ class _YamlReader:
         if not top.has_key:
             top.has_key = True
             top.key = self._key(top, value, line)
-            if top.key is not _DROP:
+            if top.key is not _DROP and top.key is not _MERGE:
                 self.lines[(*top.path, top.key)] = line
             return
-        if top.key is not _DROP:
+        if top.key is _MERGE:
+            self._to_merge(top, value, line)
+        elif top.key is not _DROP:
             top.value[top.key] = value
         top.has_key = False
         top.key = None
 
+    def _to_merge(self, top: _Open, value: Any, line: int) -> None:
+        """``<<: *defaults`` (or a list of them): keys the mapping does not set itself."""
+        mappings = value if isinstance(value, list) else [value]
+        if not all(isinstance(m, dict) for m in mappings):
+            self.found.append(Issue(top.path, "<< must be followed by a mapping or a list of them"))
+            return
+        top.merges.extend((m, line) for m in mappings)
+
+    def _merge(self, done: _Open) -> None:
+        if not done.merges or not isinstance(done.value, dict):
+            return
+        for mapping, line in done.merges:  # the first mapping listed wins, as in YAML
+            for key, item in mapping.items():
+                if key not in done.value:
+                    done.value[key] = item
+                    self.lines[(*done.path, key)] = line
+
     def _key(self, top: _Open, key: Any, line: int) -> Any:
-        if top.dropped:
-            return _DROP
+        if top.dropped or key is _MERGE:
+            return key if not top.dropped else _DROP
         if isinstance(key, dict | list):
             shown = "a mapping" if isinstance(key, dict) else "a list"
             self.found.append(Issue(top.path, f"a key is {shown}; keys must be strings"))
@@ -395,6 +418,12 @@ class _YamlReader:
             message = f"{value} is a YAML date; quote it if you mean the text"
             self._replaced(Issue(path, message), dropped, is_key)
             return value
+        if tag == _MERGE_TAG and is_key:
+            return _MERGE
+        if tag not in _PLAIN_TYPES:  # a value key (=), a << that is not a key
+            message = f"{value} is YAML syntax this tool does not read; quote it or write it out"
+            self._replaced(Issue(path, message), dropped, is_key)
+            return value
         node = yaml.ScalarNode(tag, value, None, None, event.style)
         try:
             return self.constructor.construct_object(node)
@@ -410,6 +439,7 @@ class _Drop:
 
 
 _DROP: Any = _Drop()
+_MERGE: Any = type("_Merge", (), {"__repr__": lambda self: "<<"})()
 
 
 def _line(event: yaml.Event) -> int:
