@@ -407,7 +407,7 @@ def test_an_endpoint_that_never_answers_fails_in_bounded_time_with_a_message(
     assert "the endpoint accepted the connection but did not answer within 0.5 s (3 attempts)" in (
         line
     )
-    assert elapsed < 3 * 0.5 + 2
+    assert elapsed < 3 * 0.5 + 5  # three read timeouts and their backoff, on a busy machine
 
 
 def test_the_documented_timeout_bound_is_what_the_settings_give():
