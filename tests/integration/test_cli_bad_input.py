@@ -313,12 +313,24 @@ def test_a_corrupt_or_foreign_intent_journal_is_one_line_and_exit_1(
     assert reason in line
 
 
-def test_a_journal_line_cut_short_by_a_kill_is_still_ignored(run, on_pool, stopped_run):
-    folder = stopped_run("apply")
-    (folder / "intents.jsonl").write_text('{"page": 0, "usern')
+def test_a_journal_line_cut_short_by_a_kill_is_dropped_and_the_rest_kept(tmp_path):
+    from mfa_policy.core.model import Factor, MfaState
+    from mfa_policy.run.state import Intent, IntentJournal
 
-    code, _, err = run(*on_pool("apply", "--state-dir", "state", "--resume"))
-    assert code in (0, 2), err
+    path = tmp_path / "intents.jsonl"
+    journal = IntentJournal(path, run_id="r1")
+    before, after = MfaState(frozenset({Factor.SMS}), Factor.SMS), MfaState(frozenset(), None)
+    journal.record(Intent(0, "ann", before, after))
+    with open(path, "a") as f:
+        f.write('{"page": 0, "username": "bo')  # killed mid-line
+
+    resumed = IntentJournal(path, run_id="r1")
+    resumed.record(Intent(1, "cy", before, after))
+
+    again = IntentJournal(path, run_id="r1")
+    assert again.get("ann") == Intent(0, "ann", before, after)
+    assert again.get("cy") == Intent(1, "cy", before, after)
+    assert again.get("bo") is None
 
 
 @pytest.mark.parametrize("kind", ["garbage", "another schema", "a folder"])
