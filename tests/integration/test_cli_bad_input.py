@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
 
 from mfa_policy.aws import clients, gateway
 from mfa_policy.cli.demo import DEMO_POLICY
 from mfa_policy.cli.main import main
+from mfa_policy.exceptions import RunError
 from mfa_policy.standin import CognitoStandIn
 
 FAST = {"rate_limits": {"user_read": 400, "user_resource_update": 200, "user_list": 100}}
@@ -392,8 +394,8 @@ def silent_endpoint() -> Iterator[str]:
 def test_an_endpoint_that_never_answers_fails_in_bounded_time_with_a_message(
     run, policy, silent_endpoint, monkeypatch
 ):
-    # The shipped read timeout scaled down, so the test takes seconds; the bound's formula is
-    # the same (test_the_documented_timeout_bound_is_what_the_settings_give).
+    # The shipped timeouts scaled down, so the test takes seconds; the attempts are the
+    # shipped ones (test_a_silent_endpoint_is_tried_three_times_then_the_run_stops).
     monkeypatch.setattr(
         clients,
         "CLIENT_CONFIG",
@@ -419,7 +421,28 @@ def test_an_endpoint_that_never_answers_fails_in_bounded_time_with_a_message(
     assert "the endpoint accepted the connection but did not answer within 0.5 s (3 attempts)" in (
         line
     )
-    assert elapsed < 3 * 0.5 + 5  # three read timeouts and their backoff, on a busy machine
+    assert elapsed < 20  # 3 x 0.5 s and backoff; the rest is start-up on a busy machine
+
+
+def test_a_silent_endpoint_is_tried_three_times_then_the_run_stops():
+    """Counted, not timed: the attempts and the backoff between them are what bound the wait."""
+
+    class Silent:
+        calls = 0
+
+        def get_user_pool_mfa_config(self, **kwargs):
+            Silent.calls += 1
+            raise ReadTimeoutError(endpoint_url="https://cognito-idp.us-east-1.amazonaws.com/")
+
+    slept: list[float] = []
+    gateway_ = gateway.CognitoGateway(Silent(), "us-east-1_x", sleep=slept.append)
+
+    with pytest.raises(RunError) as exc:
+        gateway_.pool_mfa_config()
+
+    assert Silent.calls == 3
+    assert len(slept) == 2 and sum(slept) <= 0.2 + 0.4
+    assert "did not answer within 10 s (3 attempts)" in str(exc.value)
 
 
 def test_the_documented_timeout_bound_is_what_the_settings_give():
