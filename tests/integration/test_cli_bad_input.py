@@ -186,8 +186,12 @@ def test_a_folder_that_is_a_file_is_refused_before_any_request(
     code, _, err = run(*on_pool("drift", option, str(blocker)))
 
     assert code == 1
-    what = "report folder" if option == "--report-dir" else "state folder"
-    assert one_error_line(err) == f"error: cannot write the {what} {blocker}: a file is in the way"
+    expected = (
+        f"error: report folder {blocker} is a file, not a folder"
+        if option == "--report-dir"
+        else f"error: cannot write the state folder {blocker}: a file is in the way"
+    )
+    assert one_error_line(err) == expected
     assert sum(standin.calls.values()) == 0
 
 
