@@ -286,19 +286,19 @@ def test_a_run_id_that_is_a_path_is_refused(run, on_pool):
 @pytest.mark.parametrize(
     ("lines", "reason"),
     [
-        (['{"page": 0}', "{}"], "line 1 (not an intent: KeyError 'username')"),
+        (['{"page": 0, "sub": "s"}', "{}"], "line 1 (not an intent: KeyError 'before')"),
         (["[1]", "{}"], "line 1 (not an intent: TypeError"),
         (["garbage", "{}"], "line 1 (not JSON)"),
         (
             [
-                '{"page": 0, "username": "u", "before": {"enabled": ["webauthn"]}, '
+                '{"page": 0, "sub": "u", "before": {"enabled": ["webauthn"]}, '
                 '"target": {"enabled": []}}'
             ],
             "line 1 (not an intent: ValueError",
         ),
         (
             [
-                '{"page": 0, "username": "u", "before": {"enabled": []}, "target": {"enabled": []}'
+                '{"page": 0, "sub": "u", "before": {"enabled": []}, "target": {"enabled": []}'
                 ', "run": "20260101T000000Z-apply-bbbbbb"}'
             ],
             "line 1 (a line of run 20260101T000000Z-apply-bbbbbb, not of ",
