@@ -396,7 +396,7 @@ class Runner:
             full=self._full_read,
             skew_seconds=self.skew_seconds,
         )
-        if reason is None and self.mode is Mode.APPLY and self.journal.get(listed.username):
+        if reason is None and self.mode is Mode.APPLY and self.journal.get(listed.sub):
             # Written (or refused) just before an interruption: the row must be the one the
             # uninterrupted run writes, which only a fresh read can tell.
             reason = ReadReason.BEFORE_WRITE
