@@ -13,8 +13,6 @@ facts, runs the rules in order (first error wins) and owns every side effect.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import http
 import io
 import json
@@ -37,6 +35,8 @@ from moto.cognitoidp.models import (
     cognitoidp_backends,
 )
 from moto.core.exceptions import JsonRESTError
+
+from mfa_policy.aws.tokens import unverified_claims
 
 from .cloudtrail import (
     ADMIN_UPDATES,
@@ -321,19 +321,6 @@ def shape_user_response(response: dict[str, Any], *, email_mfa_enabled: bool) ->
     if SMS in factors:
         shaped["MFAOptions"] = [dict(SMS_MFA_OPTION)]
     return shaped
-
-
-def jwt_claims(token: str) -> dict[str, Any] | None:
-    """The unverified claims of a JWT, or None when it is not one."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
-    except (binascii.Error, ValueError):
-        return None
-    return claims if isinstance(claims, dict) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -729,7 +716,7 @@ class FidelityMiddleware:
             return True
         issued_at = self._token_issued_at.get(token)
         if issued_at is None:
-            claims = jwt_claims(token) or {}
+            claims = unverified_claims(token) or {}
             issued_at = float(claims.get("iat", time.time()))
         return time.time() - issued_at >= self._settings.token_ttl_seconds
 
@@ -749,7 +736,7 @@ class FidelityMiddleware:
         """Resolve an access token to its user, or raise _Reject as Cognito would answer."""
         found = self._find_token(token, account_id)
         user = found[1]._get_user(found[2]) if found else None
-        claims = jwt_claims(token) or {}
+        claims = unverified_claims(token) or {}
         error = check_access_token(
             known=found is not None,
             looks_issued=claims.get("token_use") == "access"
@@ -943,7 +930,7 @@ class FidelityMiddleware:
             token = (response.get("AuthenticationResult") or {}).get("AccessToken")
             if operation in SIGN_INS and isinstance(token, str):
                 signed_in = True
-                claims = jwt_claims(token) or {}
+                claims = unverified_claims(token) or {}
                 sub = sub or claims.get("sub")
                 found = self._find_token(token, account_id)
                 pool_id = found[1].id if found else pool_id
