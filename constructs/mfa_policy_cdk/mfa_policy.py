@@ -39,6 +39,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk import custom_resources as cr
 
 from constructs import Construct, IValidation
+from mfa_policy.aws.cloudtrail import STATE_CHANGING_EVENTS
 from mfa_policy.core.model import Factor, Outcome
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.policy_file import load_policy_file
@@ -121,6 +122,21 @@ class MfaPolicy(Construct):
         written with their own tokens and the function gets no ``Admin*`` permission, only
         ``dynamodb:BatchGetItem`` on this table (no Scan or Query, which would read every
         token). Default: - admin auth (IAM and ``Admin*`` calls)
+    :param ledger: whether runs keep the state ledger (each user's last observed MFA state,
+        kept current from CloudTrail's Event history) and read only users who can have changed.
+        ``AdminGetUser`` makes every user it reads a billable MAU, so without the ledger a daily
+        drift bills the whole pool every month. Event history needs no trail; the function
+        gets ``cloudtrail:LookupEvents``, which has no resource-level permissions (``*``).
+        Default: ``True``
+    :param ledger_table: the ledger's DynamoDB table (partition key ``pool``, sort key ``sub``,
+        both strings). Default: - a new on-demand table, encrypted, with point-in-time
+        recovery, retained when the stack is deleted
+    :param realtime: ``"drift"`` re-evaluates, and ``"apply"`` fixes, just the user a
+        CloudTrail event says changed, within about a minute of the change, through an
+        EventBridge rule on Cognito's CloudTrail events. It needs a CloudTrail trail with
+        logging enabled in the account and Region (EventBridge receives "AWS API Call via
+        CloudTrail" events only from a trail; the Event history the ledger reads needs none),
+        the ledger, and admin auth. Default: ``None`` (the scheduled drift only)
     :param wait_for_completion: how long a deploy waits for its run before it finishes; the run
         goes on in the background past this bound and the attributes then describe it as still
         running. ``None`` or zero does not wait. At most 50 minutes (the custom resource
@@ -166,6 +182,9 @@ class MfaPolicy(Construct):
         report_prefix: str = "mfa-policy/",
         report_retention: Duration | None = DEFAULT_REPORT_RETENTION,
         token_table: dynamodb.ITable | None = None,
+        ledger: bool = True,
+        ledger_table: dynamodb.ITable | None = None,
+        realtime: str | None = None,
         wait_for_completion: Duration | None = DEFAULT_WAIT_FOR_COMPLETION,
         run_timeout: Duration = DEFAULT_RUN_TIMEOUT,
         alarm_on_drift: bool = True,
@@ -191,6 +210,13 @@ class MfaPolicy(Construct):
             report_prefix=report_prefix,
         )
         _check_pool_offers_factors(user_pool, policy)
+        if realtime is not None:
+            if realtime not in ("drift", "apply"):
+                raise ValueError(f"realtime must be 'drift', 'apply' or None, not {realtime!r}")
+            if not ledger:
+                raise ValueError("realtime needs the ledger (ledger=True)")
+            if token_table is not None:
+                raise ValueError("realtime works with admin auth only; drop token_table")
         mode = "apply" if apply_on_deploy else "drift"
         slice_env = _slice_environment(
             policy=policy,
@@ -226,6 +252,12 @@ class MfaPolicy(Construct):
         )
         self._grant_pool_access(token_table)
         self._nag_findings += self._grant_reports(self._function, write=True)
+        self._ledger_table = (ledger_table or self._create_ledger_table()) if ledger else None
+        if self._ledger_table is not None:
+            self._use_ledger(self._ledger_table)
+        self._changed_user_function = (
+            self._create_realtime(realtime, slice_env) if realtime is not None else None
+        )
 
         self._state_machine = self._create_state_machine(run_timeout)
         self._run = self._create_deploy_run(mode=mode, wait_seconds=wait_seconds)
@@ -589,6 +621,89 @@ class MfaPolicy(Construct):
                 )
             ],
         )
+
+    def _create_ledger_table(self) -> dynamodb.Table:
+        return dynamodb.Table(
+            self,
+            "LedgerTable",
+            partition_key=dynamodb.Attribute(name="pool", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sub", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            # The ledger is what keeps runs from reading (and billing) every user: keep it.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def _use_ledger(self, table: dynamodb.ITable) -> None:
+        self._function.add_environment("LEDGER_TABLE", table.table_name)
+        # Exactly the calls aws/ledger_table.py makes.
+        table.grant(
+            self._function,
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+        )
+        lookup = iam.PolicyStatement(actions=["cloudtrail:LookupEvents"], resources=["*"])
+        self._function.add_to_role_policy(lookup)
+        self._nag_findings += _nag.statement_wildcards(
+            self._function.role or self._function,
+            lookup,
+            "cloudtrail:LookupEvents supports no resource-level permissions (the Service "
+            "Authorization Reference lists no resource type for it), so its resource must be "
+            "'*'; it is read-only and reads this account's and Region's Event history",
+        )
+
+    def _create_realtime(self, mode: str, slice_env: Mapping[str, str]) -> lambda_.Function:
+        assert self._ledger_table is not None
+        function = self._new_function(
+            "ChangedUserFunction",
+            handler=_assets.CHANGED_USER_HANDLER,
+            description=f"mfa-policy: {mode} of the user a CloudTrail event says changed",
+            environment={
+                **slice_env,
+                "LEDGER_TABLE": self._ledger_table.table_name,
+                "REALTIME_MODE": mode,
+            },
+            memory_size=256,
+            timeout=Duration.minutes(1),
+        )
+        actions = [a for a in _ADMIN_ACTIONS if mode == "apply" or "Set" not in a]
+        self._user_pool.grant(function, *actions)
+        self._ledger_table.grant(
+            function,
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+        )
+        self._nag_findings += self._grant_reports(function, write=mode == "apply")
+        events.Rule(
+            self,
+            "ChangedUserRule",
+            description="mfa-policy: a Cognito call that can change a user's MFA state",
+            event_pattern=events.EventPattern(
+                source=["aws.cognito-idp"],
+                # API calls, and the managed login pages (service events).
+                detail_type=["AWS API Call via CloudTrail", "AWS Service Event via CloudTrail"],
+                detail={"eventName": sorted(STATE_CHANGING_EVENTS)},
+            ),
+            targets=[targets.LambdaFunction(function, retry_attempts=2)],
+        )
+        return function
+
+    @property
+    def changed_user_function(self) -> lambda_.Function | None:
+        """The function the ``realtime`` rule calls (None without ``realtime``)."""
+        return self._changed_user_function
+
+    @property
+    def ledger_table(self) -> dynamodb.ITable | None:
+        """The state ledger's table (None with ``ledger=False``)."""
+        return self._ledger_table
 
     def _grant_pool_access(self, token_table: dynamodb.ITable | None) -> None:
         # AdminSetUserMFAPreference is granted even when apply_on_deploy=False: that prop decides

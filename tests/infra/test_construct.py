@@ -42,6 +42,7 @@ POOL_ACTIONS = {
     "cognito-idp:AdminSetUserMFAPreference",
 }
 POWERTOOLS_PARAMETER = "/aws/service/powertools/python/arm64/python3.14/3.37.0"
+TOKEN_KEYS = [{"AttributeName": "username", "KeyType": "HASH"}]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -269,7 +270,9 @@ def test_slice_function_environment_is_exactly_what_the_handler_reads(default: B
     env = fn["Properties"]["Environment"]["Variables"]
     pool_id = next(iter(default.resources("AWS::Cognito::UserPool")))
     bucket_id = next(iter(default.resources("AWS::S3::Bucket", {"VersioningConfiguration": {}})))
+    ledger_id = next(iter(default.resources("AWS::DynamoDB::Table")))
     assert env == {
+        "LEDGER_TABLE": {"Ref": ledger_id},
         "USER_POOL_ID": {"Ref": pool_id},
         "POLICY_FILE": "policy.json",
         "POLICY_HASH": load_policy_file(EXAMPLE_POLICY).hash,
@@ -430,14 +433,69 @@ def test_functions_may_write_only_their_own_log_group(default: Built) -> None:
         ]
 
 
-def test_no_table_access_without_a_token_table(default: Built) -> None:
-    assert "dynamodb:" not in as_text(default.resources("AWS::IAM::Policy"))
+def test_no_table_access_without_a_token_table_or_a_ledger() -> None:
+    built = build(ledger=False)
+    assert "dynamodb:" not in as_text(built.resources("AWS::IAM::Policy"))
+    assert "cloudtrail:" not in as_text(built.resources("AWS::IAM::Policy"))
+    assert not built.resources("AWS::DynamoDB::Table")
+    _, fn = built.function(SLICE)
+    assert "LEDGER_TABLE" not in fn["Properties"]["Environment"]["Variables"]
+
+
+def test_ledger_table_is_on_demand_encrypted_recoverable_and_retained(default: Built) -> None:
+    ((_, table),) = default.resources("AWS::DynamoDB::Table").items()
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["KeySchema"] == [
+        {"AttributeName": "pool", "KeyType": "HASH"},
+        {"AttributeName": "sub", "KeyType": "RANGE"},
+    ]
+    assert table["DeletionPolicy"] == "Retain"
+
+
+def test_slice_function_gets_exactly_the_ledger_calls_and_cloudtrail_lookups(
+    default: Built,
+) -> None:
+    table_id = next(iter(default.resources("AWS::DynamoDB::Table")))
+    statements = default.statements(SLICE)
+    table = [s for s in statements if "dynamodb:" in as_text(s["Action"])]
+    assert len(table) == 1
+    assert sorted(table[0]["Action"]) == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ]
+    resources = table[0]["Resource"]
+    assert (resources if isinstance(resources, list) else [resources]) == [
+        {"Fn::GetAtt": [table_id, "Arn"]}
+    ]
+    lookups = [s for s in statements if "cloudtrail:" in as_text(s["Action"])]
+    assert len(lookups) == 1 and lookups[0]["Resource"] == "*"  # no resource-level permissions
+    actions = lookups[0]["Action"]
+    cloudtrail = [
+        a for a in ([actions] if isinstance(actions, str) else actions) if "cloudtrail" in a
+    ]
+    assert cloudtrail == ["cloudtrail:LookupEvents"]
+    assert all("cloudtrail:" not in as_text(default.statements(h)) for h in (ON_EVENT, IS_COMPLETE))
+
+
+def test_a_given_ledger_table_is_used_and_none_is_created() -> None:
+    def props(stack: Stack) -> dict[str, Any]:
+        return {"ledger_table": dynamodb.Table.from_table_name(stack, "Ledger", "my-ledger")}
+
+    built = build(props=props)
+    assert not built.resources("AWS::DynamoDB::Table")
+    _, fn = built.function(SLICE)
+    assert fn["Properties"]["Environment"]["Variables"]["LEDGER_TABLE"] == "my-ledger"
 
 
 def test_token_table_switches_auth_and_names_the_table(custom: Built) -> None:
     _, fn = custom.function(SLICE)
     env = fn["Properties"]["Environment"]["Variables"]
-    table_id = next(iter(custom.resources("AWS::DynamoDB::Table")))
+    table_id = next(iter(custom.resources("AWS::DynamoDB::Table", {"KeySchema": TOKEN_KEYS})))
     assert env["AUTH"] == "access-token"
     assert env["TOKEN_TABLE"] == {"Ref": table_id}
 
@@ -445,8 +503,12 @@ def test_token_table_switches_auth_and_names_the_table(custom: Built) -> None:
 def test_token_table_is_granted_batch_get_item_only(custom: Built) -> None:
     # Scan or Query would let the function read every stored token; the runner only ever
     # fetches a page's tokens by key.
-    table_id = next(iter(custom.resources("AWS::DynamoDB::Table")))
-    table_statements = [s for s in custom.statements(SLICE) if "dynamodb:" in as_text(s["Action"])]
+    table_id = next(iter(custom.resources("AWS::DynamoDB::Table", {"KeySchema": TOKEN_KEYS})))
+    table_statements = [
+        s
+        for s in custom.statements(SLICE)
+        if "dynamodb:" in as_text(s["Action"]) and table_id in as_text(s["Resource"])
+    ]
     assert table_statements == [
         {
             "Action": "dynamodb:BatchGetItem",
@@ -454,8 +516,6 @@ def test_token_table_is_granted_batch_get_item_only(custom: Built) -> None:
             "Resource": {"Fn::GetAtt": [table_id, "Arn"]},
         }
     ]
-    actions = as_text([s["Action"] for s in custom.statements(SLICE)])
-    assert "Scan" not in actions and "Query" not in actions and "dynamodb:*" not in actions
 
 
 def test_access_token_mode_drops_the_admin_cognito_actions(custom: Built) -> None:
@@ -1139,3 +1199,57 @@ def test_grant_submit_plan_allows_uploading_plans_and_starting_a_run_only() -> N
     put = next(s for s in statements if "s3:PutObject" in s["Action"])
     assert "mfa-policy/plans/*" in as_text(put["Resource"])
     assert mfa.plan_prefix == "mfa-policy/plans/"
+
+
+def test_the_cloudtrail_wildcard_is_acknowledged_with_why_it_must_be_star(default: Built) -> None:
+    acknowledged = json.dumps(
+        [entry.data for entry in default.mfa.function.role.node.metadata]  # type: ignore[union-attr]
+    )
+    assert "AwsSolutions-IAM5[Resource::*]" in acknowledged
+    assert "cloudtrail:LookupEvents supports no resource-level permissions" in acknowledged
+
+
+@pytest.fixture(scope="module")
+def realtime() -> Built:
+    return build(realtime="apply")
+
+
+def test_realtime_adds_a_rule_on_cognito_cloudtrail_events_for_the_changed_user_function(
+    realtime: Built,
+) -> None:
+    from mfa_policy.aws.cloudtrail import STATE_CHANGING_EVENTS
+
+    rules = realtime.resources("AWS::Events::Rule", {"EventPattern": {}})
+    (rule,) = rules.values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.cognito-idp"]
+    assert "AWS API Call via CloudTrail" in pattern["detail-type"]
+    assert set(pattern["detail"]["eventName"]) == set(STATE_CHANGING_EVENTS)
+    fn_id, fn = realtime.function("mfa_policy.handlers.changed_user_handler")
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+    env = fn["Properties"]["Environment"]["Variables"]
+    assert env["REALTIME_MODE"] == "apply" and "LEDGER_TABLE" in env
+    assert fn["Properties"]["Timeout"] == 60
+
+
+def test_realtime_drift_may_not_write_and_neither_may_read_cloudtrail() -> None:
+    built = build(realtime="drift")
+    statements = built.statements("mfa_policy.handlers.changed_user_handler")
+    actions = as_text([s["Action"] for s in statements])
+    assert "cognito-idp:AdminGetUser" in actions
+    assert "AdminSetUserMFAPreference" not in actions
+    assert "cloudtrail:" not in actions
+    report = AwsSolutionsChecks().validate_scope(built.mfa)
+    assert [v.rule_name for v in report.violations] == []
+
+
+def test_realtime_needs_the_ledger_and_admin_auth() -> None:
+    with pytest.raises(ValueError, match="realtime needs the ledger"):
+        build(realtime="apply", ledger=False)
+    with pytest.raises(ValueError, match="realtime must be"):
+        build(realtime="sometimes")
+
+
+def test_no_realtime_rule_by_default(default: Built) -> None:
+    assert not default.resources("AWS::Events::Rule", {"EventPattern": {}})
+    assert default.mfa.changed_user_function is None

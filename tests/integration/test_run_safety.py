@@ -300,7 +300,8 @@ def test_a_write_whose_every_answer_was_lost_is_read_again_and_reported_as_it_st
     for name in ("landed", "lost", "slow", "clean"):
         seed_totp_and_sms(make_user, pool_id, name)
     # landed: every attempt is applied, then answered 500. lost: every attempt answered 500,
-    # none applied. slow: every attempt outlasts the client's read timeout and is applied late.
+    # none applied. slow: every attempt outlasts the client's read timeout and is applied late,
+    # but before the read that follows the last of the 3 timed-out attempts (3 x 0.3 s).
     standin.server_errors(
         "AdminSetUserMFAPreference",
         times=None,
@@ -312,7 +313,7 @@ def test_a_write_whose_every_answer_was_lost_is_read_again_and_reported_as_it_st
     )
     standin.stall(
         "AdminSetUserMFAPreference",
-        1.0,
+        0.5,
         times=None,
         match=lambda body: body.get("Username") == "slow",
     )

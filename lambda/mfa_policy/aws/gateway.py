@@ -33,11 +33,13 @@ from mfa_policy.exceptions import MfaPolicyError, PreflightError, RunError
 #: Cognito's maximum page size for ListUsers and ListUsersInGroup.
 PAGE_SIZE = 60
 
-#: Retries are ours, not botocore's, so that every throttle slows our bucket down.
+#: Retries are ours, not botocore's, so that every throttle slows our bucket down. Cognito
+#: answers in well under a second; an endpoint that accepts and never answers costs at most
+#: RetryPolicy.transport_attempts x read_timeout (+ under a second of backoff), about 31 s.
 CLIENT_CONFIG = Config(
     retries={"total_max_attempts": 1},
     connect_timeout=5,
-    read_timeout=15,
+    read_timeout=10,
     max_pool_connections=64,
 )
 
@@ -104,6 +106,8 @@ class RetryPolicy:
 
     throttle_attempts: int = 12
     error_attempts: int = 6
+    #: A request that timed out or could not connect: a silent endpoint must fail in bounded time.
+    transport_attempts: int = 3
     base_delay: float = 0.2
     max_delay: float = 10.0
 
@@ -121,6 +125,8 @@ class ListedUser:
     status: str
     enabled: bool
     attributes: Mapping[str, str]
+    #: UserLastModifiedDate, as an ISO string: the ledger compares it with the observation's.
+    last_modified: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,38 @@ class CallCounters:
             throttled.update(self.throttled)
             self.calls.clear()
             self.throttled.clear()
+
+
+def _listed(raw: Mapping[str, Any]) -> ListedUser:
+    attributes = attributes_of(raw.get("Attributes"))
+    return ListedUser(
+        username=raw["Username"],
+        sub=attributes.get("sub", raw["Username"]),
+        status=raw.get("UserStatus") or "UNKNOWN",
+        enabled=bool(raw.get("Enabled", True)),
+        attributes=attributes,
+        last_modified=_iso(raw.get("UserLastModifiedDate")),
+    )
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _transport_message(exc: Exception, attempts: int, client: Any) -> str:
+    config = getattr(getattr(client, "meta", None), "config", None) or CLIENT_CONFIG
+    if isinstance(exc, ReadTimeoutError):
+        what = (
+            "the endpoint accepted the connection but did not answer within "
+            f"{config.read_timeout} s"
+        )
+    elif isinstance(exc, ConnectTimeoutError):
+        what = f"no connection within {config.connect_timeout} s"
+    else:
+        what = "the connection failed"
+    return f"{what} ({attempts} attempts): {exc}"
 
 
 def attributes_of(items: list[dict[str, str]] | None) -> dict[str, str]:
@@ -189,7 +227,7 @@ class CognitoGateway:
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         category = CATEGORY_OF[operation]
-        throttles = errors = 0
+        throttles = errors = transports = 0
         while True:
             if self.limiter is not None:
                 self.limiter.acquire(category)
@@ -221,9 +259,16 @@ class CognitoGateway:
             except _TRANSPORT_ERRORS as exc:
                 self.counters.count(operation)
                 errors += 1
-                if errors >= self.retry.error_attempts:
+                transports += 1
+                if (
+                    errors >= self.retry.error_attempts
+                    or transports >= self.retry.transport_attempts
+                ):
                     raise CognitoError(
-                        type(exc).__name__, str(exc), operation, unanswered=True
+                        type(exc).__name__,
+                        _transport_message(exc, transports, self.client),
+                        operation,
+                        unanswered=True,
                     ) from None
                 attempt = errors
             self._sleep(self.retry.delay(attempt))
@@ -267,19 +312,18 @@ class CognitoGateway:
         if token:
             kwargs["PaginationToken"] = token
         response = self._call("list_users", **kwargs)
-        users = []
-        for raw in response.get("Users") or []:
-            attributes = attributes_of(raw.get("Attributes"))
-            users.append(
-                ListedUser(
-                    username=raw["Username"],
-                    sub=attributes.get("sub", raw["Username"]),
-                    status=raw.get("UserStatus") or "UNKNOWN",
-                    enabled=bool(raw.get("Enabled", True)),
-                    attributes=attributes,
-                )
-            )
+        users = [_listed(raw) for raw in response.get("Users") or []]
         return UsersPage(users, response.get("PaginationToken") or None)
+
+    def find_by_sub(self, sub: str) -> ListedUser | None:
+        """The one user with this sub, as ListUsers lists it (not MAU-billed); None if gone."""
+        if '"' in sub or "\\" in sub:
+            return None  # not a sub; and it would break the filter's quoting
+        response = self._call(
+            "list_users", UserPoolId=self.user_pool_id, Filter=f'sub = "{sub}"', Limit=1
+        )
+        users = [_listed(raw) for raw in response.get("Users") or []]
+        return users[0] if users else None
 
     def group_members(self, group: str) -> Iterator[str]:
         """Usernames in ``group``; a group that does not exist has none."""

@@ -5,6 +5,8 @@
   which the state machine holds around the slices so that one run per pool goes at a time.
 - ``deploy_on_event`` / ``deploy_is_complete``: the custom resource that runs the policy on
   deploy (the CDK Provider framework calls them); deleting the stack changes no user.
+- ``changed_user_handler``: an EventBridge rule on CloudTrail's Cognito events calls it to
+  re-evaluate (``REALTIME_MODE=drift``) or fix (``apply``) just the user who changed.
 
 Every event is checked before anything is read or written: a malformed one raises
 ``InvalidEvent`` (its message lists every problem) and changes no user. Configuration comes
@@ -28,6 +30,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from mfa_policy.aws.clients import aws_client
+from mfa_policy.aws.cloudtrail import DEFAULT_LOOKUPS_PER_SECOND
+from mfa_policy.aws.ledger_table import DynamoLedger
 from mfa_policy.aws.s3_lock import S3Lock
 from mfa_policy.aws.s3_report import S3File, S3JournalPages, S3Report
 from mfa_policy.aws.tokens import DynamoTokenTable
@@ -36,6 +40,7 @@ from mfa_policy.core.model import DRIFT_OUTCOMES, Outcome
 from mfa_policy.core.policy import Policy, policy_from_json
 from mfa_policy.exceptions import MfaPolicyError, RunError
 from mfa_policy.handlers.plan_run import run_plan_slice
+from mfa_policy.run.changed_users import evaluate_changed, subs_of_event
 from mfa_policy.run.runner import ACCESS_TOKEN, ADMIN, execute_slice, new_run_id
 from mfa_policy.run.state import Checkpoint, IntentJournal, Journal, StoredIntentJournal
 
@@ -72,6 +77,10 @@ class HandlerSettings:
     auth: str = ADMIN
     token_table: str | None = None
     metrics_namespace: str = "MfaPolicy"
+    #: The state ledger's DynamoDB table; None reads every user on every run.
+    ledger_table: str | None = None
+    #: CloudTrail allows about 2 LookupEvents a second per account and Region.
+    lookups_per_second: float = DEFAULT_LOOKUPS_PER_SECOND
     #: How long a run may take, from taking the lock; None: no limit but the state machine's.
     run_timeout_seconds: float | None = None
 
@@ -109,6 +118,10 @@ def settings_from_env(env: Mapping[str, str]) -> HandlerSettings:
         token_table=env.get("TOKEN_TABLE") or None,
         metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "MfaPolicy"),
         run_timeout_seconds=run_timeout,
+        ledger_table=env.get("LEDGER_TABLE") or None,
+        lookups_per_second=float(
+            env.get("CLOUDTRAIL_LOOKUPS_PER_SECOND") or DEFAULT_LOOKUPS_PER_SECOND
+        ),
     )
 
 
@@ -157,6 +170,8 @@ class SliceEvent:
     run_id: str | None
     checkpoint: Checkpoint | None
     lock: RunLock | None
+    #: Read every user, whatever the ledger knows.
+    full: bool = False
 
 
 def parse_slice_event(event: object) -> SliceEvent:
@@ -182,9 +197,12 @@ def parse_slice_event(event: object) -> SliceEvent:
         problems.append(f"run_id must be a run id (letters, digits, ._-), got {_shown(run_id)}")
     checkpoint = _checkpoint_of(event.get("checkpoint"), problems)
     lock = _lock_of(event.get("lock"), problems)
+    full = event.get("full", False)
+    if not isinstance(full, bool):
+        problems.append(f"full must be true or false, got {_shown(full)}")
     if problems:
         raise InvalidEvent("invalid slice event: " + "; ".join(problems))
-    return SliceEvent(Mode(mode), trigger, policy_hash, run_id, checkpoint, lock)
+    return SliceEvent(Mode(mode), trigger, policy_hash, run_id, checkpoint, lock, full)
 
 
 #: Checkpoint fields and the JSON types a checkpoint this function wrote has in them.
@@ -204,6 +222,8 @@ _CHECKPOINT_TYPES: dict[str, tuple[type, ...]] = {
     "report_uri": (str,),
     "report": (dict,),
     "slices": (int,),
+    "month": (str,),
+    "ledger": (dict,),
 }
 _REQUIRED_CHECKPOINT = ("run_id", "user_pool_id", "mode", "auth", "policy_hash", "started_at")
 
@@ -312,9 +332,11 @@ def run_slice(
     dynamodb: Any | None,
     time_budget: float,
     now: float | None = None,
+    cloudtrail: Any | None = None,
 ) -> dict[str, Any]:
     """One slice: resume from ``event["checkpoint"]`` (or start); take no new page after
-    ``time_budget`` seconds (but always at least one)."""
+    ``time_budget`` seconds (but always at least one). With a ledger table, only users who
+    can have changed are read (``event["full"]`` reads everyone)."""
     slice_event = parse_slice_event(event)
     passed_on = {"lock": slice_event.lock.to_dict()} if slice_event.lock else {}
     clock = time.time() if now is None else now
@@ -393,6 +415,11 @@ def run_slice(
         if settings.auth == ACCESS_TOKEN and settings.token_table
         else None
     )
+    ledger = (
+        DynamoLedger(dynamodb, settings.ledger_table, settings.user_pool_id)
+        if settings.ledger_table and dynamodb is not None
+        else None
+    )
     pages = S3JournalPages(s3, settings.report_bucket, settings.report_prefix, run_id)
     journal: Journal = IntentJournal(work / "intents.jsonl")  # drift writes nobody
     if mode is Mode.APPLY:
@@ -417,6 +444,10 @@ def run_slice(
             save_checkpoint=lambda _: None,  # Step Functions carries the checkpoint
             auth=settings.auth,
             tokens=tokens,
+            ledger=ledger,
+            cloudtrail=cloudtrail if ledger is not None else None,
+            full=slice_event.full,
+            lookups_per_second=settings.lookups_per_second,
         )
     except Exception:
         _leave_behind(report, pages, run_id)
@@ -564,6 +595,69 @@ def release_run_lock(
     return {"released": released}
 
 
+def evaluate_event(
+    event: Mapping[str, Any],
+    *,
+    settings: HandlerSettings,
+    mode: Mode,
+    cognito: Any,
+    s3: Any,
+    dynamodb: Any,
+) -> list[dict[str, Any]]:
+    """The rows for the user a CloudTrail event (through EventBridge) names; [] for others."""
+    if not settings.ledger_table:
+        raise ValueError("changed-user evaluation needs the state ledger (LEDGER_TABLE)")
+    subs = subs_of_event(event, settings.user_pool_id)
+    if not subs:
+        return []
+    work = Path(tempfile.mkdtemp(prefix="mfa-policy-"))
+    probe_file = S3File(
+        s3,
+        settings.report_bucket,
+        f"{settings.report_prefix.rstrip('/')}/probes/{settings.user_pool_id}.sqlite".lstrip("/"),
+        work / "probes.sqlite",
+    )
+    probe_file.download()
+    rows = evaluate_changed(
+        cognito,
+        policy_from_json(settings.policy_json),
+        settings.user_pool_id,
+        subs,
+        mode=mode,
+        ledger=DynamoLedger(dynamodb, settings.ledger_table, settings.user_pool_id),
+        probe_db=probe_file.local,
+    )
+    if mode is Mode.APPLY:
+        probe_file.upload()
+    return rows
+
+
+@logger.inject_lambda_context(log_event=False)
+def changed_user_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings = settings_from_env(os.environ)
+    mode = Mode(os.environ.get("REALTIME_MODE", Mode.DRIFT.value))
+    rows = evaluate_event(
+        event,
+        settings=settings,
+        mode=mode,
+        cognito=aws_client("cognito-idp"),
+        s3=aws_client("s3"),
+        dynamodb=aws_client("dynamodb"),
+    )
+    for row in rows:  # usernames are masked in rows; no attribute or token is in one
+        logger.info(
+            "changed user evaluated",
+            extra={
+                "event": (event.get("detail") or {}).get("eventName"),
+                "sub": row["sub"],
+                "outcome": row["outcome"],
+                "reason": row["reason"],
+                "request": row["request"],
+            },
+        )
+    return {"mode": mode.value, "users": len(rows), "outcomes": [r["outcome"] for r in rows]}
+
+
 def emit_run_metrics(metrics: Metrics, result: Mapping[str, Any], user_pool_id: str) -> None:
     """One data point per outcome (zeros included, so alarms see the run) when a run ends."""
     metrics.add_dimension(name="UserPoolId", value=user_pool_id)
@@ -621,8 +715,9 @@ def slice_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         settings=settings,
         cognito=aws_client("cognito-idp"),
         s3=aws_client("s3"),
-        dynamodb=aws_client("dynamodb") if settings.token_table else None,
+        dynamodb=aws_client("dynamodb") if settings.token_table or settings.ledger_table else None,
         time_budget=context.get_remaining_time_in_millis() / 1000 - SAFETY_MARGIN_SECONDS,
+        cloudtrail=aws_client("cloudtrail") if settings.ledger_table else None,
     )
     if result["done"]:
         # service="" keeps Powertools from adding a service dimension: the construct's metrics

@@ -11,6 +11,7 @@ with their true before-state.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -21,6 +22,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
+from mfa_policy.aws.cloudtrail import (
+    DEFAULT_LOOKUPS_PER_SECOND,
+    DEFAULT_OVERLAP_SECONDS,
+    CloudTrailFeed,
+)
 from mfa_policy.aws.gateway import CognitoError, CognitoGateway, ListedUser
 from mfa_policy.aws.ratelimit import Category, RateLimiter
 from mfa_policy.aws.tokens import TOKEN_OTHER_USER, TokenProblem, TokenSource, binding_problem
@@ -32,13 +38,25 @@ from mfa_policy.core.engine import (
     decide,
     out_of_scope,
 )
+from mfa_policy.core.ledger import (
+    Ledger,
+    LedgerEntry,
+    Observation,
+    ReadReason,
+    active_in,
+    month_of,
+    needs_read,
+)
 from mfa_policy.core.model import FACTOR_ORDER, Factor, MfaRead, MfaState, Outcome, User
 from mfa_policy.core.policy import Policy
-from mfa_policy.core.report import Counts, mask_identifier
+from mfa_policy.core.report import LEDGER, Counts, mask_identifier
 from mfa_policy.exceptions import PreflightError, RunError
+from mfa_policy.run.ledger import sync_feed
 from mfa_policy.run.state import Checkpoint, Intent, Journal, ProbeMemory
 
 PAGES_IN_FLIGHT = 2
+#: Allowance between our clock and CloudTrail's when comparing an event with an observation.
+DEFAULT_SKEW_SECONDS = 5.0
 ADMIN = "admin"
 ACCESS_TOKEN = "access-token"  # noqa: S105 (the auth mode's name)
 
@@ -111,6 +129,18 @@ class _Outcome:
     error: str | None = None
     #: False when the user's state was never read (no token, read failed).
     read: bool = True
+    #: Where the before-state came from: the read call's name, or "ledger".
+    source: str | None = None
+    read_reason: ReadReason | None = None
+    observed_at: float | None = None
+    #: For a read that counts as MAU: whether the user was not yet active this month.
+    mau_added: bool | None = None
+
+
+@dataclass(frozen=True)
+class _Processed:
+    row: Row
+    observation: Observation | None = None
 
 
 class _TokenRefused(Exception):
@@ -138,6 +168,13 @@ class Runner:
         tokens: TokenSource | None = None,
         workers: int = 32,
         on_rows: Callable[[list[Row]], None] | None = None,
+        ledger: Ledger | None = None,
+        feed: CloudTrailFeed | None = None,
+        full: bool = False,
+        overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+        skew_seconds: float = DEFAULT_SKEW_SECONDS,
+        clock: Callable[[], float] = time.time,
+        changed_subs: frozenset[str] = frozenset(),
     ) -> None:
         if auth == ACCESS_TOKEN and tokens is None:
             raise RunError("access-token mode needs a token table (--token-table)")
@@ -152,10 +189,41 @@ class Runner:
         self.tokens = tokens
         self.workers = workers
         self.on_rows = on_rows
+        self.ledger = ledger
+        self.feed = feed
+        self.full = full
+        self.overlap_seconds = overlap_seconds
+        self.skew_seconds = skew_seconds
+        #: Users known to have changed (an EventBridge event): always read.
+        self.changed_subs = changed_subs
+        self._clock = clock
+        #: Set per slice from the checkpoint: read everyone, and the month MAUs are billed in.
+        self._full_read = ledger is None
+        self._month = month_of(clock())
 
     def start(self, run_id: str | None = None) -> Checkpoint:
-        """Preflight and a fresh checkpoint; raises PreflightError before anything is written."""
+        """Preflight, the change feed into the ledger, and a fresh checkpoint; raises
+        PreflightError before anything is written."""
         warnings = preflight(self.gateway, self.policy)
+        now = self._clock()
+        ledger_info: dict[str, Any] = {"used": False, "full_read": True, "reason": "no ledger"}
+        if self.ledger is not None:
+            sync = sync_feed(
+                self.ledger,
+                self.feed,
+                now=now,
+                full_requested=self.full,
+                overlap_seconds=self.overlap_seconds,
+            )
+            warnings += sync.warnings
+            ledger_info = {
+                "used": True,
+                "full_read": sync.full,
+                "reason": sync.reason,
+                "cloudtrail_lookups": sync.lookups,
+                "cloudtrail_events": sync.events,
+                "window": [_iso(sync.window_start), _iso(sync.window_end)],
+            }
         checkpoint = Checkpoint(
             run_id=run_id or new_run_id(self.mode.value),
             user_pool_id=self.gateway.user_pool_id,
@@ -167,6 +235,8 @@ class Runner:
             report_uri=self.report.uri,
             report=self.report.sizes(),
             counts=self._counts_with_calls(Counts()).to_dict(),
+            month=month_of(now),
+            ledger=ledger_info,
         )
         self.save_checkpoint(checkpoint)
         return checkpoint
@@ -184,8 +254,10 @@ class Runner:
             )
         self.report.truncate(checkpoint.report)
         checkpoint = replace(checkpoint, slices=checkpoint.slices + 1)
+        self._full_read = self.ledger is None or bool(checkpoint.ledger.get("full_read", True))
+        self._month = checkpoint.month or month_of(self._clock())
         groups = self._group_members()
-        in_flight: deque[tuple[int, str | None, list[Future[Row]]]] = deque()
+        in_flight: deque[tuple[int, str | None, list[Future[_Processed]]]] = deque()
         page, token = checkpoint.next_page, checkpoint.next_token
         first_page = page
         listed_all = False
@@ -199,15 +271,22 @@ class Runner:
                 ):
                     users_page = self.gateway.list_users_page(token)
                     tokens = self._tokens_for(users_page.users)
-                    futures = self._submit_page(pool, users_page.users, page, groups, tokens)
+                    entries = (
+                        self.ledger.get_many(u.sub for u in users_page.users)
+                        if self.ledger is not None
+                        else {}
+                    )
+                    futures = self._submit_page(
+                        pool, users_page.users, page, groups, tokens, entries
+                    )
                     in_flight.append((page, users_page.next_token, futures))
                     page, token = page + 1, users_page.next_token
                     listed_all = token is None
                 if not in_flight:
                     break
                 committed, token_after, futures = in_flight.popleft()
-                rows = [f.result() for f in futures]
-                checkpoint = self._commit(checkpoint, committed, token_after, rows)
+                processed = [f.result() for f in futures]
+                checkpoint = self._commit(checkpoint, committed, token_after, processed)
         if checkpoint.done:
             checkpoint = replace(checkpoint, ended_at=now_iso())
             self.save_checkpoint(checkpoint)
@@ -217,9 +296,17 @@ class Runner:
     # -- commit ---------------------------------------------------------------------------
 
     def _commit(
-        self, checkpoint: Checkpoint, page: int, token_after: str | None, rows: list[Row]
+        self,
+        checkpoint: Checkpoint,
+        page: int,
+        token_after: str | None,
+        processed: list[_Processed],
     ) -> Checkpoint:
+        rows = [p.row for p in processed]
         self.report.append(rows)
+        if self.ledger is not None:
+            # Before the checkpoint: a page redone after a crash finds its reads recorded.
+            self.ledger.record(p.observation for p in processed if p.observation is not None)
         counts = Counts.from_dict(checkpoint.counts)
         for row in rows:
             counts.add_row(row)
@@ -263,12 +350,13 @@ class Runner:
         page: int,
         groups: Mapping[str, frozenset[str]],
         tokens: Mapping[str, str],
-    ) -> list[Future[Row]]:
+        entries: Mapping[str, LedgerEntry],
+    ) -> list[Future[_Processed]]:
         """Read and decide every user of the page; once all are decided, journal the page's
         writes in one batch (durable before any is sent: one S3 PUT per page in AWS), then send
         them. Returns one future row per user, in listing order. Nothing blocks a worker
         waiting for the others, so a pool of any size cannot deadlock on a page."""
-        rows: list[Future[Row]] = [Future() for _ in users]
+        rows: list[Future[_Processed]] = [Future() for _ in users]
         writes: list[tuple[int, _Write]] = []
         failure: list[BaseException] = []
         remaining = [len(users)]
@@ -281,9 +369,7 @@ class Runner:
                 return
             unsent = deque(writes)
             try:
-                self.journal.record_many(
-                    [Intent(page, w.user.sub, w.user.mfa, w.target) for _, w in writes]
-                )
+                self.journal.record_many([w.intent(page) for _, w in writes])
                 while unsent:
                     index, write = unsent[0]
                     pool.submit(self._write, write, page).add_done_callback(
@@ -294,7 +380,7 @@ class Runner:
                 for index, _ in unsent:
                     rows[index].set_exception(exc)
 
-        def decided(index: int, future: Future[Row | _Write]) -> None:
+        def decided(index: int, future: Future[_Processed | _Write]) -> None:
             exc = future.exception()
             result = None if exc is not None else future.result()
             with lock:
@@ -313,55 +399,133 @@ class Runner:
                 send()
 
         for index, listed in enumerate(users):
-            token = tokens.get(listed.username)
-            pool.submit(self._process, listed, page, groups, token).add_done_callback(
-                partial(decided, index)
-            )
+            pool.submit(
+                self._process,
+                listed,
+                page,
+                groups,
+                tokens.get(listed.username),
+                entries.get(listed.sub),
+            ).add_done_callback(partial(decided, index))
         return rows
 
-    def _write(self, write: _Write, page: int) -> Row:
-        return row_of(self._apply(write.user, write.decision, page, write.token), self.mode)
+    def _write(self, write: _Write, page: int) -> _Processed:
+        return write.finish(self._apply(write.user, write.decision, page, write.token))
 
     # -- one user -------------------------------------------------------------------------
 
+    def process_user(
+        self, listed: ListedUser, groups: Mapping[str, frozenset[str]], entry: LedgerEntry | None
+    ) -> tuple[Row, Observation | None]:
+        """One user outside a page (a user an EventBridge event names): the row and what the
+        ledger should record. Admin auth."""
+        processed = self._process(listed, 0, groups, None, entry)
+        if isinstance(processed, _Write):
+            self.journal.record_many([processed.intent(0)])
+            processed = self._write(processed, 0)
+        return processed.row, processed.observation
+
+    def group_members(self) -> dict[str, frozenset[str]]:
+        return self._group_members()
+
     def _process(
-        self, listed: ListedUser, page: int, groups: Mapping[str, frozenset[str]], token: str | None
-    ) -> Row | _Write:
+        self,
+        listed: ListedUser,
+        page: int,
+        groups: Mapping[str, frozenset[str]],
+        token: str | None,
+        entry: LedgerEntry | None = None,
+    ) -> _Processed | _Write:
         member_of = frozenset(g for g, members in groups.items() if listed.username in members)
         # No read for a user whose outcome does not depend on their MFA state: one read per
         # in-scope user. Such a row has no before-state.
         unmanaged = out_of_scope(self.policy, as_user(listed, member_of))
         if unmanaged is not None:
-            return row_of(_Outcome(unmanaged, read=False), self.mode)
+            return _Processed(row_of(_Outcome(unmanaged, read=False), self.mode))
         skeleton = Decision(listed.username, listed.sub, None, Outcome.SKIPPED, "", MfaState())
         if self.auth == ACCESS_TOKEN and token is None:
-            return row_of(
-                _Outcome(replace(skeleton, reason="no_token: no stored access token"), read=False),
-                self.mode,
+            return _Processed(
+                row_of(
+                    _Outcome(
+                        replace(skeleton, reason="no_token: no stored access token"), read=False
+                    ),
+                    self.mode,
+                )
             )
+        # Only apply probes; drift needs no probe-memory lookup (one SQLite query per user).
+        probe_allowed = (
+            self.mode is Mode.APPLY
+            and self.policy.enrollment.probe
+            and self.probes.allowed(listed.sub)
+        )
+        reason = needs_read(
+            listed,
+            entry,
+            self.changed_subs,
+            full=self._full_read,
+            skew_seconds=self.skew_seconds,
+        )
+        if reason is None and self.mode is Mode.APPLY and self.journal.get(listed.sub):
+            # Written (or refused) just before an interruption: the row must be the one the
+            # uninterrupted run writes, which only a fresh read can tell.
+            reason = ReadReason.BEFORE_WRITE
+        if reason is None:
+            assert entry is not None and entry.mfa is not None
+            known = replace(as_user(listed, member_of), mfa=entry.mfa)
+            decision = decide(self.policy, known, self.mode, probe_allowed=probe_allowed)
+            if self.mode is Mode.DRIFT or decision.request is None:
+                outcome = _Outcome(
+                    decision, after=known.mfa, source=LEDGER, observed_at=entry.observed_at
+                )
+                return _Processed(row_of(outcome, self.mode))
+            # The rule for writes: never on the strength of the ledger. Read fresh first.
+            reason = ReadReason.BEFORE_WRITE
+        source = "GetUser" if token is not None else "AdminGetUser"
+        read_at = self._clock()
         try:
             user = self._read(listed, member_of, token)
         except _TokenRefused as refused:
             invalid = replace(
                 skeleton, outcome=Outcome.TOKEN_INVALID, reason=refused.problem.reason
             )
-            return row_of(_Outcome(invalid, read=False), self.mode)
+            return _Processed(row_of(_Outcome(invalid, read=False), self.mode))
         except CognitoError as exc:
-            return row_of(replace(self._error_outcome(skeleton, exc), read=False), self.mode)
-        # Only apply probes; drift needs no probe-memory lookup (one SQLite query per user).
-        probe_allowed = (
-            self.mode is Mode.APPLY
-            and self.policy.enrollment.probe
-            and self.probes.allowed(user.sub)
+            return _Processed(
+                row_of(replace(self._error_outcome(skeleton, exc), read=False), self.mode)
+            )
+        mau_added = (not active_in(entry, self._month)) if token is None else None
+
+        def stamped(outcome: _Outcome) -> _Outcome:
+            return replace(
+                outcome,
+                source=source,
+                read_reason=reason,
+                observed_at=read_at,
+                mau_added=mau_added,
+            )
+
+        observation = Observation(
+            listed.sub, user.mfa, read_at, source, listed_modified=listed.last_modified
         )
         if self.mode is Mode.APPLY:
             resumed = self._resumed(user, probe_allowed, page, token)
             if resumed is not None:
-                return row_of(resumed, self.mode)
+                return self._after_write(stamped(resumed), observation)
         decision = decide(self.policy, user, self.mode, probe_allowed=probe_allowed)
         if self.mode is Mode.DRIFT or decision.request is None:
-            return row_of(_Outcome(decision, after=user.mfa), self.mode)
-        return _Write(user, decision, token)
+            return _Processed(
+                row_of(stamped(_Outcome(decision, after=user.mfa)), self.mode), observation
+            )
+        return _Write(
+            user, decision, token, lambda out: self._after_write(stamped(out), observation)
+        )
+
+    def _after_write(self, outcome: _Outcome, observation: Observation) -> _Processed:
+        """The ledger takes the state the accepted write left, dated from the read before it,
+        so a change the user made in between is still newer than the observation."""
+        if outcome.after is not None and outcome.after != observation.mfa:
+            observation = replace(observation, mfa=outcome.after, observed_by="admin-write")
+        return _Processed(row_of(outcome, self.mode), observation)
 
     def _resumed(
         self, user: User, probe_allowed: bool, page: int, token: str | None
@@ -535,18 +699,19 @@ class _Write:
     user: User
     decision: Decision
     token: str | None
+    #: Turns the write's outcome into the user's row and ledger observation.
+    finish: Callable[[_Outcome], _Processed]
 
-    @property
-    def target(self) -> MfaState:
+    def intent(self, page: int) -> Intent:
         assert self.decision.target is not None
-        return self.decision.target
+        return Intent(page, self.user.sub, self.user.mfa, self.decision.target)
 
 
 #: The refusal Cognito answers for a factor a user cannot have yet.
 _REFUSAL = {rejection.factor: rejection for rejection in Rejection}
 
 
-def _settle(row: Future[Row], done: Future[Row]) -> None:
+def _settle(row: Future[_Processed], done: Future[_Processed]) -> None:
     exc = done.exception()
     if exc is not None:
         row.set_exception(exc)
@@ -577,7 +742,23 @@ def row_of(result: _Outcome, mode: Mode) -> Row:
         row["after"] = result.after.to_dict() if result.after else None
     if result.error:
         row["error"] = result.error
+    if result.read and result.source is not None:
+        row["state_source"] = result.source
+        if result.source == LEDGER:
+            # When the ledger's state was seen; a state read in this run is of the run's time
+            # (and a row without a clock in it is the same in a resumed run and an unbroken one).
+            row["observed_at"] = _iso(result.observed_at)
+        if result.read_reason is not None:
+            row["read_reason"] = result.read_reason.value
+        if result.mau_added is not None:
+            row["mau_added"] = result.mau_added
     return row
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def new_run_id(mode: str) -> str:
@@ -600,6 +781,8 @@ def summary_of(checkpoint: Checkpoint) -> dict[str, Any]:
         "slices": checkpoint.slices,
         "report_uri": checkpoint.report_uri,
         "warnings": checkpoint.warnings,
+        "cost": counts.cost_dict(),
+        "ledger": checkpoint.ledger,
     }
 
 
@@ -612,15 +795,29 @@ def execute_slice(
     checkpoint: Checkpoint | None,
     run_id: str,
     keep_going: Callable[[], bool],
+    cloudtrail: Any | None = None,
+    lookups_per_second: float = DEFAULT_LOOKUPS_PER_SECOND,
     **runner_options: Any,
 ) -> Checkpoint:
     """One slice of a run as every driver runs it: a gateway paced by the policy's rate limits,
-    the pool's probe memory, a start (preflight) or a resume, then the slice; probes closed.
-    ``runner_options`` are the Runner's own (mode, report, journal, save_checkpoint, ...)."""
+    the pool's probe memory, the state ledger's CloudTrail feed when a ledger and a
+    ``cloudtrail`` client are given, a start (preflight) or a resume, then the slice; probes
+    closed. ``runner_options`` are the Runner's own (mode, report, journal, ledger, full, ...)."""
+    ledger = runner_options.get("ledger")
     gateway = CognitoGateway(client, user_pool_id, limiter=rate_limiter_for(policy))
+    feed = (
+        CloudTrailFeed(
+            cloudtrail,
+            user_pool_id,
+            counters=gateway.counters,
+            lookups_per_second=lookups_per_second,
+        )
+        if cloudtrail is not None and ledger is not None
+        else None
+    )
     probes = ProbeMemory(probe_db, reprobe_after_days=policy.enrollment.reprobe_after_days)
     try:
-        runner = Runner(gateway, policy, probes=probes, **runner_options)
+        runner = Runner(gateway, policy, probes=probes, feed=feed, **runner_options)
         if checkpoint is None:
             checkpoint = runner.start(run_id)
         return runner.run_slice(checkpoint, keep_going)

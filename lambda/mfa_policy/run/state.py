@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -48,14 +49,74 @@ class Checkpoint:
     report_uri: str = ""
     report: dict[str, Any] = field(default_factory=dict)
     slices: int = 0
+    #: The calendar month (UTC) MAUs are counted in, fixed when the run started.
+    month: str = ""
+    #: How the run chose whom to read (see run.ledger.sync_feed); {} for runs without one.
+    ledger: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Checkpoint:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Raises ValueError naming the first field that is missing or of the wrong type."""
+        if not isinstance(data, Mapping):
+            raise ValueError("not a JSON object")
+        fields = cls.__dataclass_fields__
+        for name in ("run_id", "user_pool_id", "mode", "auth", "policy_hash", "started_at"):
+            if not isinstance(data.get(name), str):
+                raise ValueError(f"{name} is missing or not a string")
+        for name, kind in _CHECKPOINT_TYPES.items():
+            if name not in data:
+                continue
+            value = data[name]
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{name} is not {_KIND_NAMES[kind]}")
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+_CHECKPOINT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "next_page": int,
+    "next_token": (str, type(None)),
+    "done": bool,
+    "ended_at": (str, type(None)),
+    "counts": dict,
+    "warnings": list,
+    "report_uri": str,
+    "report": dict,
+    "slices": int,
+}
+_KIND_NAMES: dict[type | tuple[type, ...], str] = {
+    int: "an integer",
+    (str, type(None)): "a string or null",
+    bool: "true or false",
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+}
+
+#: Run ids the runner makes (``20261206T210523Z-drift-b530a0``); anything else, a path
+#: included, is not looked up.
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def checkpoint_from_file(path: Path, *, run_id: str | None = None) -> Checkpoint:
+    """The checkpoint in ``path``, or a RunError saying what is wrong with the file (unreadable,
+    cut short, edited, or copied from another run's folder)."""
+    try:
+        checkpoint = Checkpoint.from_dict(json.loads(path.read_text("utf-8")))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise RunError(
+            f"checkpoint {path} is unreadable or corrupt ({reason}); "
+            f"delete {path.parent} to forget that run"
+        ) from None
+    if run_id is not None and checkpoint.run_id != run_id:
+        raise RunError(
+            f"checkpoint {path} belongs to run {checkpoint.run_id}, not {run_id}; "
+            f"delete {path.parent} to forget it"
+        )
+    return checkpoint
 
 
 def write_json_atomically(path: Path, data: Any) -> None:
@@ -90,34 +151,73 @@ class Journal(Protocol):
 
 
 class IntentJournal:
-    """Write-ahead log of the pages in flight, by sub. Cleared page by page as they commit."""
+    """Write-ahead log of the pages in flight, by sub. Cleared page by page as they commit.
 
-    def __init__(self, path: Path) -> None:
+    With ``run_id``, every line carries it, and a journal holding another run's lines is
+    refused: replaying them would report writes this run never made."""
+
+    def __init__(self, path: Path, *, run_id: str | None = None) -> None:
         self.path = path
+        self.run_id = run_id
         self._lock = threading.Lock()
         self._intents: dict[str, Intent] = {}
         if path.exists():
-            for line in path.read_text("utf-8").splitlines():
-                try:
-                    raw = json.loads(line)
-                except ValueError:
-                    continue  # the last line of a killed process may be cut short
-                if "sub" not in raw:
-                    continue  # an older journal, keyed by username: nothing can match it
-                self._intents[raw["sub"]] = Intent(
-                    raw["page"],
-                    raw["sub"],
+            self._load()
+
+    def _load(self) -> None:
+        def corrupt(number: int, reason: str) -> RunError:
+            return RunError(
+                f"write-intent journal {self.path} is corrupt at line {number} ({reason}); "
+                "it records writes that may have been sent, so it is not ignored: restore it, "
+                f"or delete {self.path.parent} to forget that run"
+            )
+
+        try:
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                # A process killed while writing leaves its last line cut short: drop it, so
+                # that this run's lines start on a line of their own.
+                data = data[: data.rfind(b"\n") + 1]
+                with open(self.path, "r+b") as f:
+                    f.truncate(len(data))
+        except OSError as exc:
+            raise RunError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        for number, line in enumerate(data.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                raise corrupt(number, "not JSON") from None
+            if isinstance(raw, dict) and "sub" not in raw:
+                continue  # an older journal, keyed by username: nothing can match it
+            try:
+                intent = Intent(
+                    _int(raw["page"]),
+                    _str(raw["sub"]),
                     MfaState.from_dict(raw["before"]),
                     MfaState.from_dict(raw["target"]),
-                    tuple(raw.get("rejections", ())),
+                    tuple(_str(r) for r in raw.get("rejections", ())),
                 )
+            except (KeyError, TypeError, ValueError, AttributeError, AssertionError) as exc:
+                raise corrupt(number, f"not an intent: {type(exc).__name__} {exc}") from None
+            run = raw.get("run")
+            if self.run_id is not None and run is not None and run != self.run_id:
+                raise corrupt(number, f"a line of run {run}, not of {self.run_id}")
+            self._intents[intent.sub] = intent
+
+    def _line(self, intent: Intent) -> str:
+        raw = _intent_dict(intent)
+        if self.run_id is not None:
+            raw["run"] = self.run_id
+        return json.dumps(raw)
 
     def get(self, sub: str) -> Intent | None:
         with self._lock:
             return self._intents.get(sub)
 
     def record(self, intent: Intent) -> None:
-        line = json.dumps(_intent_dict(intent))
+        line = self._line(intent)
         with self._lock:
             self._intents[intent.sub] = intent
             with open(self.path, "a", encoding="utf-8") as f:
@@ -148,7 +248,7 @@ class IntentJournal:
             tmp = self.path.with_suffix(".tmp")
             with open(tmp, "w", encoding="utf-8") as f:
                 for i in self._intents.values():
-                    f.write(json.dumps(_intent_dict(i)) + "\n")
+                    f.write(self._line(i) + "\n")
             os.replace(tmp, self.path)
 
 
@@ -281,12 +381,26 @@ class ProbeMemory:
         self.reprobe_after = reprobe_after_days * DAY
         self._clock = clock
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS failed_probe (sub TEXT PRIMARY KEY, at REAL NOT NULL)"
-        )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise RunError(f"cannot open the probe memory {self.path}: {exc}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS failed_probe (sub TEXT PRIMARY KEY, at REAL NOT NULL)"
+            )
+            columns = [row[1:3] for row in self._db.execute("PRAGMA table_info(failed_probe)")]
+            if columns != [("sub", "TEXT"), ("at", "REAL")]:
+                raise sqlite3.DatabaseError(f"table failed_probe has columns {columns}")
+            self._db.execute("SELECT sub, at FROM failed_probe LIMIT 1").fetchall()
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise RunError(
+                f"the probe memory {self.path} is not one this tool wrote ({exc}); move it "
+                "away to start afresh (users whose probe failed are then probed again)"
+            ) from None
 
     def allowed(self, sub: str) -> bool:
         with self._lock:
@@ -317,11 +431,20 @@ class StateFolder:
 
     def run_dir(self, run_id: str) -> Path:
         path = self.root / "runs" / run_id
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunError(
+                f"cannot write the state folder {self.root}: {exc.strerror or exc}"
+            ) from None
         return path
 
     def probe_db(self, user_pool_id: str) -> Path:
         return self.root / "probes" / f"{user_pool_id}.sqlite"
+
+    def ledger_db(self, user_pool_id: str) -> Path:
+        """The pool's state ledger: each user's last observed MFA state (run.ledger)."""
+        return self.root / "ledger" / f"{user_pool_id}.sqlite"
 
     def save(self, checkpoint: Checkpoint) -> None:
         write_json_atomically(
@@ -329,10 +452,11 @@ class StateFolder:
         )
 
     def load(self, run_id: str) -> Checkpoint | None:
+        check_run_id(run_id)
         path = self.root / "runs" / run_id / "checkpoint.json"
         if not path.exists():
             return None
-        return Checkpoint.from_dict(json.loads(path.read_text("utf-8")))
+        return checkpoint_from_file(path, run_id=run_id)
 
     def lock_dir(self) -> Path:
         """Pool locks of runs sharing this state folder (beside the per-user ones)."""
@@ -347,11 +471,11 @@ class StateFolder:
         """The newest run of this pool and mode that is not done, or (``unreported``) is done
         but was killed before its summary was written."""
         runs = self.root / "runs"
-        if not runs.exists():
+        if not runs.is_dir():
             return None
         found = []
         for path in runs.glob("*/checkpoint.json"):
-            cp = Checkpoint.from_dict(json.loads(path.read_text("utf-8")))
+            cp = checkpoint_from_file(path, run_id=path.parent.name)
             if (
                 cp.user_pool_id == user_pool_id
                 and cp.mode == mode
@@ -359,6 +483,41 @@ class StateFolder:
             ):
                 found.append(cp)
         return max(found, key=lambda c: (c.started_at, c.run_id), default=None)
+
+    def check_writable(self) -> None:
+        """A clear error, before any request is sent, when the folder cannot be used."""
+        ensure_writable_dir(self.root, "state folder")
+
+
+def ensure_writable_dir(path: Path, what: str) -> None:
+    """Create ``path`` if needed and prove a file can be written in it, or raise RunError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            problem = "a file is in the way"
+        raise RunError(f"cannot write the {what} {path}: {problem}") from None
+
+
+def check_run_id(run_id: str) -> None:
+    if not _RUN_ID.fullmatch(run_id):
+        raise RunError(f"{run_id!r} is not a run id (like 20261206T210523Z-drift-b530a0)")
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a string")
+    return value
 
 
 # -- one run per pool at a time, on this machine ---------------------------------------------
