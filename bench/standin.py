@@ -25,6 +25,7 @@ process, with a small control API under ``/_bench/`` (create pools, read counter
 from __future__ import annotations
 
 import argparse
+import base64
 import bisect
 import hashlib
 import json
@@ -547,9 +548,23 @@ class BenchCognito:
             return self._pools[pool_id].state(index)
 
     def issue_access_token(self, pool_id: str, username: str) -> str:
+        """A token shaped like Cognito's (a JWT whose claims name the pool and the user's sub;
+        the runner checks them), unsigned: only this stand-in accepts it."""
         index = index_of(username)
         assert index is not None
-        token = f"bench.{pool_id}.{index}.{uuid.uuid4().hex}"
+        with self._lock:
+            sub, _ = self._pools[pool_id].identity(index)
+        region = pool_id.split("_", 1)[0]
+        claims = {
+            "iss": f"https://cognito-idp.{region}.amazonaws.com/{pool_id}",
+            "sub": sub,
+            "client_id": "bench",
+            "token_use": "access",
+            "username": username,
+            "jti": uuid.uuid4().hex,
+        }
+        payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+        token = f"eyJhbGciOiJub25lIn0.{payload}.bench"
         with self._lock:
             self._tokens[token] = (pool_id, index)
         return token

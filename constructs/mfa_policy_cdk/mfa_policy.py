@@ -4,9 +4,10 @@ What it creates:
 
 * a Python Lambda function that runs one *slice* of a run (drift or apply) and returns a
   checkpoint; a Step Functions state machine loops it until the run is done, so a pool of any
-  size finishes across many invocations;
-* a custom resource that starts a run on every deploy whose policy (or mode) changed, waits for
-  it up to a bound, and exposes the run's counts and report location as attributes;
+  size finishes across many invocations, holding the pool's run lock (a lease in the report
+  bucket) so that one run per pool goes at a time;
+* a custom resource that starts a run on every deploy whose policy (or mode, or pool) changed,
+  waits for it up to a bound, and exposes the run's counts and report location as attributes;
 * an EventBridge rule that starts a drift run on a schedule;
 * an S3 bucket for reports (unless one is given), CloudWatch alarms on drift and on failures.
 
@@ -38,6 +39,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk import custom_resources as cr
 
 from constructs import Construct, IValidation
+from mfa_policy.aws.cloudtrail import STATE_CHANGING_EVENTS
 from mfa_policy.core.model import Factor, Outcome
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.policy_file import load_policy_file
@@ -88,6 +90,12 @@ _ACCESS_TOKEN_ACTIONS = (
     "cognito-idp:GetUserPoolMfaConfig",
     "cognito-idp:DescribeUserPool",
 )
+_TOKEN_TABLE_ACTIONS = ("dynamodb:BatchGetItem",)
+#: A run is stopped at its first slice boundary past ``run_timeout`` (and gives its lock back);
+#: the state machine's own timeout, this much later, only backs that up.
+_RUN_TIMEOUT_BACKSTOP = Duration.minutes(20)
+#: How often a deploy's run that found the pool busy tries the lock again.
+_LOCK_POLL = Duration.minutes(1)
 
 
 class MfaPolicy(Construct):
@@ -116,14 +124,32 @@ class MfaPolicy(Construct):
         used with ``report_bucket``); ``None`` keeps them forever. Default: ``Duration.days(365)``
     :param token_table: a DynamoDB table of users' access tokens (partition key ``username``,
         attribute ``access_token``). When given, runs use access-token auth: users are read and
-        written with their own tokens and the function gets no ``Admin*`` permission, only read
-        access to this table. Default: - admin auth (IAM and ``Admin*`` calls)
+        written with their own tokens and the function gets no ``Admin*`` permission, only
+        ``dynamodb:BatchGetItem`` on this table (no Scan or Query, which would read every
+        token). Default: - admin auth (IAM and ``Admin*`` calls)
+    :param ledger: whether runs keep the state ledger (each user's last observed MFA state,
+        kept current from CloudTrail's Event history) and read only users who can have changed.
+        ``AdminGetUser`` makes every user it reads a billable MAU, so without the ledger a daily
+        drift bills the whole pool every month. Event history needs no trail; the function
+        gets ``cloudtrail:LookupEvents``, which has no resource-level permissions (``*``).
+        Default: ``True``
+    :param ledger_table: the ledger's DynamoDB table (partition key ``pool``, sort key ``sub``,
+        both strings). Default: - a new on-demand table, encrypted, with point-in-time
+        recovery, retained when the stack is deleted
+    :param realtime: ``"drift"`` re-evaluates, and ``"apply"`` fixes, just the user a
+        CloudTrail event says changed, within about a minute of the change, through an
+        EventBridge rule on Cognito's CloudTrail events. It needs a CloudTrail trail with
+        logging enabled in the account and Region (EventBridge receives "AWS API Call via
+        CloudTrail" events only from a trail; the Event history the ledger reads needs none),
+        the ledger, and admin auth. Default: ``None`` (the scheduled drift only)
     :param wait_for_completion: how long a deploy waits for its run before it finishes; the run
         goes on in the background past this bound and the attributes then describe it as still
         running. ``None`` or zero does not wait. At most 50 minutes (the custom resource
         framework gives up after 1 hour). Default: ``Duration.minutes(10)``
-    :param run_timeout: how long one run (all its slices) may take before Step Functions stops
-        it. Between 1 minute and 365 days. Default: ``Duration.hours(24)``
+    :param run_timeout: how long one run (all its slices) may take, from taking the pool's
+        lock: past it the run stops between two slices, gives the lock back and fails with
+        ``RunTimedOut`` (the state machine's own timeout, 20 minutes later, backs this up).
+        Between 1 minute and 365 days. Default: ``Duration.hours(24)``
     :param alarm_on_drift: whether to create ``drift_alarm``: users ``would_change`` in a drift
         run, the drift apply can fix (users who must enrol have the enrollment backlog alarm).
         Default: ``True``
@@ -161,6 +187,9 @@ class MfaPolicy(Construct):
         report_prefix: str = "mfa-policy/",
         report_retention: Duration | None = DEFAULT_REPORT_RETENTION,
         token_table: dynamodb.ITable | None = None,
+        ledger: bool = True,
+        ledger_table: dynamodb.ITable | None = None,
+        realtime: str | None = None,
         wait_for_completion: Duration | None = DEFAULT_WAIT_FOR_COMPLETION,
         run_timeout: Duration = DEFAULT_RUN_TIMEOUT,
         alarm_on_drift: bool = True,
@@ -186,12 +215,20 @@ class MfaPolicy(Construct):
             report_prefix=report_prefix,
         )
         _check_pool_offers_factors(user_pool, policy)
+        if realtime is not None:
+            if realtime not in ("drift", "apply"):
+                raise ValueError(f"realtime must be 'drift', 'apply' or None, not {realtime!r}")
+            if not ledger:
+                raise ValueError("realtime needs the ledger (ledger=True)")
+            if token_table is not None:
+                raise ValueError("realtime works with admin auth only; drop token_table")
         mode = "apply" if apply_on_deploy else "drift"
         slice_env = _slice_environment(
             policy=policy,
             user_pool=user_pool,
             report_prefix=report_prefix,
             token_table=token_table,
+            run_timeout=run_timeout,
         )
 
         self._user_pool = user_pool
@@ -220,6 +257,12 @@ class MfaPolicy(Construct):
         )
         self._grant_pool_access(token_table)
         self._nag_findings += self._grant_reports(self._function, write=True)
+        self._ledger_table = (ledger_table or self._create_ledger_table()) if ledger else None
+        if self._ledger_table is not None:
+            self._use_ledger(self._ledger_table)
+        self._changed_user_function = (
+            self._create_realtime(realtime, slice_env) if realtime is not None else None
+        )
 
         self._state_machine = self._create_state_machine(run_timeout)
         self._run = self._create_deploy_run(mode=mode, wait_seconds=wait_seconds)
@@ -340,7 +383,8 @@ class MfaPolicy(Construct):
 
     @property
     def run_drifted(self) -> str:
-        """Users not compliant in the deploy's run (would_change, needs_enrollment, blocked)."""
+        """Users not compliant in the deploy's run (would_change, needs_enrollment, blocked,
+        guarded)."""
         return self._run.get_att_string("Drifted")
 
     @property
@@ -357,6 +401,12 @@ class MfaPolicy(Construct):
     def run_blocked(self) -> str:
         """Users of the deploy's run missing an attribute a factor needs (phone, email)."""
         return self._run.get_att_string("Blocked")
+
+    @property
+    def run_guarded(self) -> str:
+        """Users of the deploy's run whose change the guard refused (it would remove their last
+        factor, or otherwise lower their protection); apply cannot fix them."""
+        return self._run.get_att_string("Guarded")
 
     # ------------------------------------------------------------------ grants
 
@@ -440,6 +490,10 @@ class MfaPolicy(Construct):
 
     def metric_blocked(self, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
         return self.metric(Outcome.BLOCKED, mode=mode, **props)
+
+    def metric_guarded(self, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
+        """Users whose change the guard refused; non-compliant, and not fixable by apply."""
+        return self.metric(Outcome.GUARDED, mode=mode, **props)
 
     def metric_excluded(self, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
         return self.metric(Outcome.EXCLUDED, mode=mode, **props)
@@ -573,6 +627,89 @@ class MfaPolicy(Construct):
             ],
         )
 
+    def _create_ledger_table(self) -> dynamodb.Table:
+        return dynamodb.Table(
+            self,
+            "LedgerTable",
+            partition_key=dynamodb.Attribute(name="pool", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sub", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            # The ledger is what keeps runs from reading (and billing) every user: keep it.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def _use_ledger(self, table: dynamodb.ITable) -> None:
+        self._function.add_environment("LEDGER_TABLE", table.table_name)
+        # Exactly the calls aws/ledger_table.py makes.
+        table.grant(
+            self._function,
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+        )
+        lookup = iam.PolicyStatement(actions=["cloudtrail:LookupEvents"], resources=["*"])
+        self._function.add_to_role_policy(lookup)
+        self._nag_findings += _nag.statement_wildcards(
+            self._function.role or self._function,
+            lookup,
+            "cloudtrail:LookupEvents supports no resource-level permissions (the Service "
+            "Authorization Reference lists no resource type for it), so its resource must be "
+            "'*'; it is read-only and reads this account's and Region's Event history",
+        )
+
+    def _create_realtime(self, mode: str, slice_env: Mapping[str, str]) -> lambda_.Function:
+        assert self._ledger_table is not None
+        function = self._new_function(
+            "ChangedUserFunction",
+            handler=_assets.CHANGED_USER_HANDLER,
+            description=f"mfa-policy: {mode} of the user a CloudTrail event says changed",
+            environment={
+                **slice_env,
+                "LEDGER_TABLE": self._ledger_table.table_name,
+                "REALTIME_MODE": mode,
+            },
+            memory_size=256,
+            timeout=Duration.minutes(1),
+        )
+        actions = [a for a in _ADMIN_ACTIONS if mode == "apply" or "Set" not in a]
+        self._user_pool.grant(function, *actions)
+        self._ledger_table.grant(
+            function,
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+        )
+        self._nag_findings += self._grant_reports(function, write=mode == "apply")
+        events.Rule(
+            self,
+            "ChangedUserRule",
+            description="mfa-policy: a Cognito call that can change a user's MFA state",
+            event_pattern=events.EventPattern(
+                source=["aws.cognito-idp"],
+                # API calls, and the managed login pages (service events).
+                detail_type=["AWS API Call via CloudTrail", "AWS Service Event via CloudTrail"],
+                detail={"eventName": sorted(STATE_CHANGING_EVENTS)},
+            ),
+            targets=[targets.LambdaFunction(function, retry_attempts=2)],
+        )
+        return function
+
+    @property
+    def changed_user_function(self) -> lambda_.Function | None:
+        """The function the ``realtime`` rule calls (None without ``realtime``)."""
+        return self._changed_user_function
+
+    @property
+    def ledger_table(self) -> dynamodb.ITable | None:
+        """The state ledger's table (None with ``ledger=False``)."""
+        return self._ledger_table
+
     def _grant_pool_access(self, token_table: dynamodb.ITable | None) -> None:
         # AdminSetUserMFAPreference is granted even when apply_on_deploy=False: that prop decides
         # what a deploy does, while anyone with grant_start_run may still start an apply run;
@@ -581,7 +718,11 @@ class MfaPolicy(Construct):
             self._user_pool.grant(self._function, *_ADMIN_ACTIONS)
         else:
             self._user_pool.grant(self._function, *_ACCESS_TOKEN_ACTIONS)
-            token_table.grant_read_data(self._function)
+            # The runner fetches a page's tokens by key; Scan or Query would let the function
+            # read every token in the table, GetItem is never used.
+            token_table.grant(self._function, *_TOKEN_TABLE_ACTIONS)
+            if token_table.encryption_key is not None:
+                token_table.encryption_key.grant_decrypt(self._function)
 
     def _grant_reports(self, grantee: lambda_.Function, *, write: bool) -> list[_nag.Finding]:
         bucket, prefix = self._report_bucket, self._report_prefix
@@ -592,6 +733,16 @@ class MfaPolicy(Construct):
             actions=actions, resources=[bucket.arn_for_objects(f"{prefix}*")]
         )
         grantee.add_to_role_policy(objects)
+        if write:
+            # Giving the run lock back deletes it; nothing else is ever deleted.
+            grantee.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:DeleteObject"],
+                    resources=[
+                        bucket.arn_for_objects(f"{prefix}locks/{self._user_pool.user_pool_id}.json")
+                    ],
+                )
+            )
         # Listing lets a missing report read as NoSuchKey rather than AccessDenied.
         grantee.add_to_role_policy(
             iam.PolicyStatement(
@@ -613,12 +764,32 @@ class MfaPolicy(Construct):
         )
 
     def _create_state_machine(self, run_timeout: Duration) -> sfn.StateMachine:
+        """Take the pool's run lock, loop the slices until done, give the lock back.
+
+        Every way out gives the lock back: done, a slice that failed (after its retries), a run
+        past ``run_timeout`` (the slice raises RunTimedOut between two slices). A run stopped
+        by hand, or by the state machine's own timeout, which backs up ``run_timeout``, cannot;
+        its lease runs out within the hour instead.
+        """
+        owner = sfn.JsonPath.string_at("$$.Execution.Id")
+        acquire = tasks.LambdaInvoke(
+            self,
+            "AcquireLock",
+            lambda_function=self._function,
+            payload=sfn.TaskInput.from_object(
+                {"action": "acquire_lock", "owner": owner, "run": sfn.JsonPath.entire_payload}
+            ),
+            payload_response_only=True,
+            # The run's input stays as it is, and carries the lock from here on.
+            result_path="$.lock",
+            retry_on_service_exceptions=True,
+        )
         run_slice = tasks.LambdaInvoke(
             self,
             "RunSlice",
             lambda_function=self._function,
             # The whole state in (no payload given), the handler's return value out: {mode,
-            # trigger, run_id, checkpoint, done, counts, report_uri}.
+            # trigger, run_id, checkpoint, done, counts, report_uri, lock}.
             payload_response_only=True,
             retry_on_service_exceptions=True,
         )
@@ -630,24 +801,61 @@ class MfaPolicy(Construct):
             max_delay=Duration.minutes(5),
             jitter_strategy=sfn.JitterType.FULL,
         )
-        # A slice that crashed or ran out of time is run again from the same checkpoint.
+        # A slice that crashed or ran out of time is run again from the same checkpoint; the
+        # write-intent journal in the report bucket tells it whom the lost attempt wrote.
         run_slice.add_retry(
             errors=["Sandbox.Timedout", "Lambda.Unknown"],
             interval=Duration.seconds(30),
             max_attempts=2,
             backoff_rate=2,
         )
+
+        def release(id: str) -> tasks.LambdaInvoke:
+            task = tasks.LambdaInvoke(
+                self,
+                id,
+                lambda_function=self._function,
+                payload=sfn.TaskInput.from_object({"action": "release_lock", "owner": owner}),
+                payload_response_only=True,
+                result_path=sfn.JsonPath.DISCARD,
+                retry_on_service_exceptions=True,
+            )
+            return task
+
+        finished = sfn.Succeed(self, "Finished")
+        release_lock = release("ReleaseLock")
+        # A lock that cannot be given back runs out with its lease; the run itself is done.
+        release_lock.add_catch(finished, result_path=sfn.JsonPath.DISCARD)
+        run_failed = sfn.Fail(
+            self, "RunFailed", error_path="$.error.Error", cause_path="$.error.Cause"
+        )
+        release_after_failure = release("ReleaseLockAfterFailure")
+        release_after_failure.add_catch(run_failed, result_path=sfn.JsonPath.DISCARD)
+        release_after_failure.next(run_failed)
+        acquire.add_catch(release_after_failure, result_path="$.error")
+        run_slice.add_catch(release_after_failure, result_path="$.error")
+
         done = (
             sfn.Choice(self, "Done")
-            .when(sfn.Condition.boolean_equals("$.done", True), sfn.Succeed(self, "Finished"))
+            .when(sfn.Condition.boolean_equals("$.done", True), release_lock.next(finished))
             .otherwise(run_slice)
+        )
+        lock_taken = (
+            sfn.Choice(self, "LockTaken")
+            .when(sfn.Condition.boolean_equals("$.lock.acquired", True), run_slice.next(done))
+            .when(
+                sfn.Condition.boolean_equals("$.lock.wait", True),
+                sfn.Wait(self, "WaitForLock", time=sfn.WaitTime.duration(_LOCK_POLL)).next(acquire),
+            )
+            # Another run holds the pool: end with its message as this run's output.
+            .otherwise(sfn.Succeed(self, "Refused", output_path="$.lock.output"))
         )
         state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            comment="mfa-policy: loops the slice function until the run is done",
-            definition_body=sfn.DefinitionBody.from_chainable(run_slice.next(done)),
-            timeout=run_timeout,
+            comment="mfa-policy: one run per pool; loops the slice function until the run is done",
+            definition_body=sfn.DefinitionBody.from_chainable(acquire.next(lock_taken)),
+            timeout=_execution_timeout(run_timeout),
             tracing_enabled=True,
             logs=sfn.LogOptions(
                 destination=logs.LogGroup(self, "StateMachineLogs", retention=self._log_retention),
@@ -970,12 +1178,21 @@ def _check_pool_offers_factors(user_pool: cognito.IUserPool, policy: Policy) -> 
         )
 
 
+def _execution_timeout(run_timeout: Duration) -> Duration:
+    seconds = min(
+        run_timeout.to_seconds(integral=False) + _RUN_TIMEOUT_BACKSTOP.to_seconds(),
+        MAX_RUN_TIMEOUT.to_seconds(),
+    )
+    return Duration.seconds(int(seconds))
+
+
 def _slice_environment(
     *,
     policy: Policy,
     user_pool: cognito.IUserPool,
     report_prefix: str,
     token_table: dynamodb.ITable | None,
+    run_timeout: Duration,
 ) -> dict[str, str]:
     env = {
         "USER_POOL_ID": user_pool.user_pool_id,
@@ -984,6 +1201,7 @@ def _slice_environment(
         "POLICY_HASH": policy.hash,
         "REPORT_PREFIX": report_prefix,
         "AUTH": "admin" if token_table is None else "access-token",
+        "RUN_TIMEOUT_SECONDS": str(int(run_timeout.to_seconds(integral=False))),
         "POWERTOOLS_SERVICE_NAME": "mfa-policy",
         "POWERTOOLS_METRICS_NAMESPACE": METRIC_NAMESPACE,
     }

@@ -63,12 +63,16 @@ def make_user(standin: CognitoStandIn) -> MakeUser:
 def token_table(
     standin: CognitoStandIn,
 ) -> Iterator[Callable[..., tuple[DynamoTokenTable, dict[str, str]]]]:
-    """`token_table(pool_id, usernames) -> (DynamoTokenTable, {token: username})`: a DynamoDB
-    table of access tokens on the stand-in, as `--auth access-token` reads them."""
+    """`token_table(pool_id, usernames, stored={}) -> (DynamoTokenTable, {token: username})`:
+    a DynamoDB table of access tokens on the stand-in, as `--auth access-token` reads them.
+    `stored` puts a given token under a username instead of that user's own (another user's
+    token, one of another pool: `standin.issue_access_token(other_pool, name)`)."""
     dynamodb = standin.client("dynamodb")
     tables: list[str] = []
 
-    def make(pool_id: str, usernames: list[str]) -> tuple[DynamoTokenTable, dict[str, str]]:
+    def make(
+        pool_id: str, usernames: list[str], stored: dict[str, str] | None = None
+    ) -> tuple[DynamoTokenTable, dict[str, str]]:
         name = f"tokens-{uuid.uuid4().hex[:8]}"
         dynamodb.create_table(
             TableName=name,
@@ -78,9 +82,10 @@ def token_table(
         )
         tables.append(name)
         tokens = {standin.issue_access_token(pool_id, u): u for u in usernames}
+        under = {u: t for t, u in tokens.items()} | (stored or {})
         items = [
             {"PutRequest": {"Item": {"username": {"S": u}, "access_token": {"S": t}}}}
-            for t, u in tokens.items()
+            for u, t in under.items()
         ]
         for start in range(0, len(items), 25):
             dynamodb.batch_write_item(RequestItems={name: items[start : start + 25]})

@@ -422,7 +422,7 @@ def test_a_disabled_users_token_is_revoked_for_good(
     )
 
     assert rows["dan"]["outcome"] == "token_invalid"
-    assert rows["dan"]["reason"] == "stored access token revoked"
+    assert rows["dan"]["reason"] == "token_rejected: stored access token revoked"
     assert writes_sent(standin) == 0
 
 

@@ -235,18 +235,20 @@ def test_throttling_storm_completes_with_no_user_failed_and_the_fault_free_resul
     writes = ClientWrites(client)
     standin.reset_counters()
 
-    # Once users are being read, 4 requests in 5 are throttled for 2.5 s, every operation.
+    # Once users are being read, 4 requests in 5 are throttled for 4 s, every operation. (A
+    # page's writes wait until its intents are journaled, after all its reads: early in the
+    # storm only reads are in flight, so it takes longer to throttle as many requests.)
     started = threading.Event()
 
     def storm_on_first_read(operation: str, body: Mapping[str, Any]) -> None:
         if operation == "AdminGetUserAuthFactors" and not started.is_set():
             started.set()
-            standin.throttle_storm(0.8, seconds=2.5)
+            standin.throttle_storm(0.8, seconds=4)
 
     standin.before_request(storm_on_first_read)
     summary, rows = run(standin, pool.pool_id, Mode.APPLY, tmp_path, "storm", client=client)
 
-    assert sum(standin.throttled.values()) > 100, "the storm should have throttled plenty"
+    assert sum(standin.throttled.values()) > 75, "the storm should have throttled plenty"
     assert sum(summary["counts"]["throttled"].values()) == sum(standin.throttled.values())
     assert summary["complete"] and summary["counts"]["by_outcome"]["failed"] == 0
     after = pool_state(standin, pool.pool_id)

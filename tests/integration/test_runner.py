@@ -546,8 +546,9 @@ def test_pool_with_mfa_off_is_a_warning_in_the_summary(standin, make_pool, make_
     assert any("MFA OFF" in w for w in summary["warnings"])
     saved = json.loads((tmp_path / "apply" / "summary.json").read_text("utf-8"))
     assert saved["warnings"] == summary["warnings"]
-    # SMS is erin's last factor: the guard keeps it, and says so (nothing is sent).
+    # SMS is erin's only factor: the guard keeps it, and nothing is sent.
     assert by_user(rows)["erin"]["outcome"] == "guarded"
+    assert standin.calls.get("AdminSetUserMFAPreference", 0) == 0
 
 
 # ---- users deleted mid-run -------------------------------------------------------------------

@@ -359,6 +359,30 @@ def test_guard_keeps_every_factor_when_only_unreachable_ones_remain():
     assert (d.target, d.request) == (state(SMS, EMAIL, preferred=EMAIL), None)
 
 
+@pytest.mark.parametrize("mode", list(Mode))
+def test_a_rule_disabling_a_users_only_factor_is_guarded_not_changed(mode):
+    # SMS only, and the rule disables SMS: the guard keeps it, and says so.
+    p = policy(rule({"sms": "disabled"}))
+    d = decide(p, user(state(SMS, preferred=SMS)), mode)
+    assert (d.outcome, d.request, d.target) == (
+        Outcome.GUARDED,
+        None,
+        state(SMS, preferred=SMS),
+    )
+    assert d.reason == (
+        "last_factor: the policy would remove the user's last factor; it was kept; "
+        "wants to prefer none (was sms); disable sms"
+    )
+
+
+def test_guarded_wins_when_a_disabled_factor_also_lacks_its_attribute():
+    # Email only, no email attribute, rule disables email and sms.
+    p = policy(rule({"sms": "disabled", "email": "disabled"}))
+    u = user(state(EMAIL, preferred=EMAIL), attributes={})
+    d = decide(p, u, Mode.APPLY)
+    assert (d.outcome, d.request) == (Outcome.GUARDED, None)
+
+
 def test_rollout_defers_users_outside_and_is_stable():
     p = policy(rule({"sms": "enabled"}, rollout={"percent": 25}))
     subs = [f"sub-{i}" for i in range(2000)]

@@ -152,7 +152,9 @@ def run_apply(policy, u, *, totp_verified, probe_allowed=True, pool=OPTIONAL):
         # An SMS block moves legacy SMS to the current API.
         legacy = u.legacy_sms and Factor.SMS not in d.request.blocks
         registered = u.auth_factors
-        if registered is not None and totp_verified and Factor.TOTP in answer.enabled:
+        totp_write = d.request.blocks.get(Factor.TOTP)
+        # Only a TOTP write Cognito accepted shows the token verified; a listed TOTP may be stale.
+        if registered is not None and totp_verified and totp_write and totp_write.enabled:
             registered = registered | {"SOFTWARE_TOKEN"}
         return d, replace(u, mfa=answer, legacy_sms=legacy, auth_factors=registered), writes
     assert d.request is None, "follow-ups must converge"
@@ -270,5 +272,55 @@ def test_drift_never_sends_and_apply_predicts_what_drift_reports(policy, u):
         Outcome.UNMANAGED,
         Outcome.DEFERRED,
         Outcome.BLOCKED,
+        Outcome.GUARDED,
     ):
         assert apply.outcome is drift.outcome
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_a_decision_that_sends_nothing_is_never_changed(policy, u, verified):
+    for mode in Mode:
+        d = decide(policy, u, mode)
+        if d.request is None:
+            assert d.outcome is not Outcome.CHANGED, d
+    d, _, writes = run_apply(policy, u, totp_verified=verified)
+    if writes == 0:
+        assert d.outcome is not Outcome.CHANGED, d
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_an_apply_that_stops_short_of_the_desired_state_says_why(policy, u, verified):
+    d, after, writes = run_apply(policy, u, totp_verified=verified)
+    if d.desired is None or d.outcome is Outcome.DEFERRED:
+        return
+    if after.mfa == d.desired and not u.stale & d.desired.enabled:
+        assert d.outcome in (Outcome.COMPLIANT, Outcome.CHANGED)
+    elif after.mfa == d.desired:
+        # Listed as the policy wants, but a TOTP that is not in effect: the user must verify it.
+        assert d.outcome is Outcome.NEEDS_ENROLLMENT, d
+    else:
+        # Short of the policy: a factor out of reach, or the guard refused; never "changed".
+        assert d.outcome in (Outcome.BLOCKED, Outcome.NEEDS_ENROLLMENT, Outcome.GUARDED), d
+        if d.outcome is Outcome.GUARDED:
+            assert writes == 0 and after.mfa == u.mfa
+
+
+@settings(max_examples=400)
+@given(policies(), users(), st.booleans())
+def test_a_rule_that_removes_every_factor_a_user_has_is_guarded_in_drift_and_apply(
+    policy, u, verified
+):
+    drift = decide(policy, u, Mode.DRIFT)
+    if drift.desired is None or drift.outcome is Outcome.DEFERRED:
+        return
+    # Passkey MFA alone is no factor in effect: Cognito requires another beside it.
+    refused = bool(u.mfa.enabled) and not in_effect(drift.desired.enabled)
+    d, after, writes = run_apply(policy, u, totp_verified=verified)
+    # Other guards (passwordless, passkey beside another factor) have their own reasons.
+    assert (drift.outcome is Outcome.GUARDED and "last_factor: " in drift.reason) is refused
+    assert (d.outcome is Outcome.GUARDED and "last_factor: " in d.reason) is refused
+    if refused:
+        assert drift.reason.startswith("last_factor: ") and d.reason == drift.reason
+        assert (writes, after.mfa, d.request) == (0, u.mfa, None)

@@ -94,8 +94,8 @@ def test_every_error_is_reported_at_once():
         "version: 2 is not allowed; must be 1",
         "rules[1].factors.webauthn: unknown key; allowed: totp, sms, email, passkey",
         "rules[1].rollout.percent: 101 is greater than 100",
-        "rate_limits.user_read: 0 must be greater than 0",
-        "rate_limits.user_list: -1 must be greater than 0",
+        "rate_limits.user_read: 0 is less than 1",
+        "rate_limits.user_list: -1 is less than 1",
         "colour: unknown key; allowed: version, exclude, include_disabled, rules, enrollment, "
         "rate_limits",
         "rules[0].factors: at most one factor may be preferred; totp and sms both are",

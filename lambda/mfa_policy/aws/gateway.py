@@ -41,11 +41,13 @@ from mfa_policy.exceptions import MfaPolicyError, PreflightError, RunError
 #: Cognito's maximum page size for ListUsers and ListUsersInGroup.
 PAGE_SIZE = 60
 
-#: Retries are ours, not botocore's, so that every throttle slows our bucket down.
+#: Retries are ours, not botocore's, so that every throttle slows our bucket down. Cognito
+#: answers in well under a second; an endpoint that accepts and never answers costs at most
+#: RetryPolicy.transport_attempts x read_timeout (+ under a second of backoff), about 31 s.
 CLIENT_CONFIG = Config(
     retries={"total_max_attempts": 1},
     connect_timeout=5,
-    read_timeout=15,
+    read_timeout=10,
     max_pool_connections=64,
 )
 
@@ -132,11 +134,15 @@ class CognitoError(MfaPolicyError):
     """A Cognito answer that is not retried: the runner turns it into a user's outcome, and
     one that stops a run (a failed ListUsers) reaches the user as an error."""
 
-    def __init__(self, code: str, message: str, operation: str) -> None:
+    def __init__(
+        self, code: str, message: str, operation: str, *, unanswered: bool = False
+    ) -> None:
         super().__init__(f"{operation}: {code}: {message}")
         self.code = code
         self.message = message
         self.operation = operation
+        #: The last attempt timed out or got a 5xx: Cognito may have done it all the same.
+        self.unanswered = unanswered
 
     @property
     def rejection(self) -> Rejection | None:
@@ -164,8 +170,13 @@ class CognitoError(MfaPolicyError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """Two separate budgets: throttles (Cognito is busy, wait and try again) and errors (5xx,
+    timeouts). A request fails when either budget is spent, not when their sum is."""
+
     throttle_attempts: int = 12
     error_attempts: int = 6
+    #: A request that timed out or could not connect: a silent endpoint must fail in bounded time.
+    transport_attempts: int = 3
     base_delay: float = 0.2
     max_delay: float = 10.0
 
@@ -185,6 +196,8 @@ class ListedUser:
     attributes: Mapping[str, str]
     #: MFAOptions lists SMS: the legacy switch for SMS MFA (ListUsers' only MFA signal).
     sms_mfa_option: bool = False
+    #: UserLastModifiedDate, as an ISO string: the ledger compares it with the observation's.
+    last_modified: str | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +227,39 @@ class CallCounters:
             throttled.update(self.throttled)
             self.calls.clear()
             self.throttled.clear()
+
+
+def _listed(raw: Mapping[str, Any]) -> ListedUser:
+    attributes = attributes_of(raw.get("Attributes"))
+    return ListedUser(
+        username=raw["Username"],
+        sub=attributes.get("sub", raw["Username"]),
+        status=raw.get("UserStatus") or "UNKNOWN",
+        enabled=bool(raw.get("Enabled", True)),
+        attributes=attributes,
+        sms_mfa_option=has_sms_mfa_option(raw.get("MFAOptions")),
+        last_modified=_iso(raw.get("UserLastModifiedDate")),
+    )
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def _transport_message(exc: Exception, attempts: int, client: Any) -> str:
+    config = getattr(getattr(client, "meta", None), "config", None) or CLIENT_CONFIG
+    if isinstance(exc, ReadTimeoutError):
+        what = (
+            "the endpoint accepted the connection but did not answer within "
+            f"{config.read_timeout} s"
+        )
+    elif isinstance(exc, ConnectTimeoutError):
+        what = f"no connection within {config.connect_timeout} s"
+    else:
+        what = "the connection failed"
+    return f"{what} ({attempts} attempts): {exc}"
 
 
 def attributes_of(items: list[dict[str, str]] | None) -> dict[str, str]:
@@ -271,9 +317,8 @@ class CognitoGateway:
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         category = CATEGORY_OF[operation]
-        attempt = 0
+        throttles = errors = transports = 0
         while True:
-            attempt += 1
             if self.limiter is not None:
                 self.limiter.acquire(category)
             try:
@@ -288,19 +333,39 @@ class CognitoGateway:
             except ClientError as exc:
                 error = exc.response.get("Error", {})
                 code = str(error.get("Code", "Unknown"))
+                message = str(error.get("Message", ""))
                 status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
                 throttled = code in _THROTTLE_CODES or status == 429
                 self.counters.count(operation, throttled=throttled)
-                retryable = throttled or status >= 500 or code == "InternalErrorException"
-                limit = self.retry.throttle_attempts if throttled else self.retry.error_attempts
-                if not retryable or attempt >= limit:
-                    raise CognitoError(code, str(error.get("Message", "")), operation) from None
-                if throttled and self.limiter is not None:
-                    self.limiter.slow_down(category)
+                if throttled:
+                    throttles += 1
+                    if throttles >= self.retry.throttle_attempts:
+                        raise CognitoError(code, message, operation) from None
+                    if self.limiter is not None:
+                        self.limiter.slow_down(category)
+                    attempt = throttles
+                elif status >= 500 or code == "InternalErrorException":
+                    errors += 1
+                    if errors >= self.retry.error_attempts:
+                        raise CognitoError(code, message, operation, unanswered=True) from None
+                    attempt = errors
+                else:
+                    raise CognitoError(code, message, operation) from None
             except _TRANSPORT_ERRORS as exc:
                 self.counters.count(operation)
-                if attempt >= self.retry.error_attempts:
-                    raise CognitoError(type(exc).__name__, str(exc), operation) from None
+                errors += 1
+                transports += 1
+                if (
+                    errors >= self.retry.error_attempts
+                    or transports >= self.retry.transport_attempts
+                ):
+                    raise CognitoError(
+                        type(exc).__name__,
+                        _transport_message(exc, transports, self.client),
+                        operation,
+                        unanswered=True,
+                    ) from None
+                attempt = errors
             self._sleep(self.retry.delay(attempt))
 
     # -- pool -----------------------------------------------------------------------------
@@ -372,20 +437,18 @@ class CognitoGateway:
         if token:
             kwargs["PaginationToken"] = token
         response = self._call("list_users", **kwargs)
-        users = []
-        for raw in response.get("Users") or []:
-            attributes = attributes_of(raw.get("Attributes"))
-            users.append(
-                ListedUser(
-                    username=raw["Username"],
-                    sub=attributes.get("sub", raw["Username"]),
-                    status=raw.get("UserStatus") or "UNKNOWN",
-                    enabled=bool(raw.get("Enabled", True)),
-                    attributes=attributes,
-                    sms_mfa_option=has_sms_mfa_option(raw.get("MFAOptions")),
-                )
-            )
+        users = [_listed(raw) for raw in response.get("Users") or []]
         return UsersPage(users, response.get("PaginationToken") or None)
+
+    def find_by_sub(self, sub: str) -> ListedUser | None:
+        """The one user with this sub, as ListUsers lists it (not MAU-billed); None if gone."""
+        if '"' in sub or "\\" in sub:
+            return None  # not a sub; and it would break the filter's quoting
+        response = self._call(
+            "list_users", UserPoolId=self.user_pool_id, Filter=f'sub = "{sub}"', Limit=1
+        )
+        users = [_listed(raw) for raw in response.get("Users") or []]
+        return users[0] if users else None
 
     def group_members(self, group: str) -> Iterator[str]:
         """Usernames in ``group``; a group that does not exist has none."""
@@ -469,10 +532,10 @@ class CognitoGateway:
             self._unavailable.add(operation)
             fallback = FALLBACK_READS[operation]
             self.warnings.append(
-                f"{_op_name(operation)} is not available ({exc.code}: {exc.message}); users "
-                f"are read with {_op_name(fallback)}, which shows no registered authenticators "
-                "or passwordless users (where the pool allows sign-in without a password, no "
-                "factor is turned on for anyone: they are guarded)"
+                f"{operation_name(operation)} is not available ({exc.code}: {exc.message}); "
+                f"users are read with {operation_name(fallback)}, which shows no registered "
+                "authenticators or passwordless users (where the pool allows sign-in without a "
+                "password, no factor is turned on for anyone: they are guarded)"
                 + (
                     " and counts each user as a billable MAU"
                     if fallback == "admin_get_user"
@@ -499,6 +562,6 @@ class CognitoGateway:
         self._call("set_user_mfa_preference", AccessToken=access_token, **request.to_cognito())
 
 
-def _op_name(operation: str) -> str:
+def operation_name(operation: str) -> str:
     """``admin_get_user_auth_factors`` -> ``AdminGetUserAuthFactors``."""
     return "".join(part.capitalize() for part in operation.split("_"))

@@ -343,6 +343,17 @@ def decide(
     decision = _planned(
         decision, unavailable, force=frozenset({Factor.SMS}) if migrate_sms else frozenset()
     )
+    if current.enabled and not in_effect(desired.enabled):
+        # The rule itself leaves no factor in effect (none, or passkey alone): refused whole,
+        # whatever else stands in the way, so the user is ``guarded`` with nothing sent in
+        # drift and apply alike.
+        decision = replace(
+            decision,
+            target=current,
+            request=None,
+            probing=False,
+            guards=frozenset({Guard.LAST_FACTOR}),
+        )
 
     if not in_this_rollout:
         return replace(
@@ -414,7 +425,20 @@ def after_rejection(decision: Decision, rejection: Rejection) -> Decision:
     return replace(followup, outcome=_outcome(followup, Mode.APPLY), reason=reason)
 
 
+def _refused_whole(decision: Decision) -> bool:
+    """The rule itself leaves the user no factor in effect: that wins over a factor the user
+    lacks, since nothing would be sent whatever they did."""
+    return (
+        Guard.LAST_FACTOR in decision.guards
+        and decision.request is None
+        and decision.desired is not None
+        and not in_effect(decision.desired.enabled)
+    )
+
+
 def _outcome(decision: Decision, mode: Mode) -> Outcome:
+    if _refused_whole(decision):
+        return Outcome.GUARDED
     if decision.blocked:
         return Outcome.BLOCKED
     if decision.unenrolled and (mode is Mode.DRIFT or not decision.probing):
@@ -431,6 +455,11 @@ def _names(factors: frozenset[Factor]) -> str:
 def _reason(decision: Decision, mode: Mode) -> str:
     assert decision.desired is not None and decision.target is not None
     before, target = decision.before, decision.target
+    if _refused_whole(decision):
+        return (
+            "last_factor: the policy would remove the user's last factor; it was kept; "
+            f"wants to {describe_change(before, decision.desired)}"
+        )
     parts = []
     for factor in sorted(decision.blocked, key=FACTOR_ORDER.index):
         parts.append(f"{factor.value} needs a {REQUIRED_ATTRIBUTE[factor]} attribute")

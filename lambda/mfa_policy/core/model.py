@@ -264,6 +264,11 @@ class MfaRead:
     #: The username Cognito answered for (the token's owner, in access-token mode).
     username: str | None = None
 
+    @property
+    def sub(self) -> str | None:
+        """The sub of the user Cognito answered for."""
+        return self.attributes.get("sub") or None
+
 
 @dataclass(frozen=True)
 class PoolMfaConfig:

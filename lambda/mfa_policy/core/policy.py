@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -210,15 +210,28 @@ def parse_policy(
     *,
     source: str | None = None,
     lines: dict[tuple[str | int, ...], int] | None = None,
+    found: Sequence[Issue] = (),
+    replaced: Collection[tuple[str | int, ...]] = (),
 ) -> Policy:
-    """Build a Policy from a decoded YAML/JSON document, or raise PolicyError with every issue."""
+    """Build a Policy from a decoded YAML/JSON document, or raise PolicyError with every issue.
+
+    ``found`` are problems the file reader already saw (a YAML date, a tag, a key that is not
+    a string); ``replaced`` are the paths where it left the text of such a value, whose
+    schema complaints are left out, so each problem is told once."""
     issues = validate(document)
     if isinstance(document, dict):
         issues += _semantic_issues(document)
+    if found:
+        kept = (i for i in issues if not any(_within(i.path, path) for path in replaced))
+        issues = [*found, *kept]
     if issues:
         raise PolicyError(issues, source=source, lines=lines)
     assert isinstance(document, dict)
     return _build(document)
+
+
+def _within(path: tuple[str | int, ...], prefix: tuple[str | int, ...]) -> bool:
+    return bool(prefix) and path[: len(prefix)] == prefix
 
 
 def _semantic_issues(doc: Mapping[str, Any]) -> list[Issue]:

@@ -72,13 +72,26 @@ def apply_change(gateway: CognitoGateway, change: PlannedChange) -> Row:
     try:
         gateway.admin_write(name, change.request)
     except CognitoError as exc:
-        return {
+        failed = {
             **out,
             "outcome": Outcome.FAILED.value,
             "request": change.request.to_dict(),
             "reason": f"{exc.operation}: {exc.message}",
             "error": exc.code,
         }
+        if not exc.unanswered:
+            return failed
+        # The last attempt timed out or got a 5xx: Cognito may have applied it all the same.
+        try:
+            now = gateway.admin_read(name).mfa
+        except CognitoError:
+            return failed
+        if now != change.expected:
+            return {
+                **failed,
+                "after": now.to_dict(),
+                "reason": f"{failed['reason']}; read again after it: not applied",
+            }
     return {
         **out,
         "outcome": Outcome.CHANGED.value,

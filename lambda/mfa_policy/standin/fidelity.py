@@ -13,8 +13,6 @@ facts, runs the rules in order (first error wins) and owns every side effect.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import http
 import io
 import json
@@ -37,6 +35,18 @@ from moto.cognitoidp.models import (
     cognitoidp_backends,
 )
 from moto.core.exceptions import JsonRESTError
+
+from mfa_policy.aws.tokens import unverified_claims
+
+from .cloudtrail import (
+    ADMIN_UPDATES,
+    CLOUDTRAIL_TARGET_PREFIX,
+    LOOKUP_EVENTS,
+    MAU_READS,
+    SIGN_INS,
+    LookupError_,
+    Trail,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +86,20 @@ AUTH_OPERATIONS = frozenset(
     {"InitiateAuth", "AdminInitiateAuth", "RespondToAuthChallenge", "AdminRespondToAuthChallenge"}
 )
 _CREDENTIAL_REGION = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/")
+#: Calls a client makes without IAM credentials (the rest are signed by an IAM principal).
+UNSIGNED_OPERATIONS = frozenset(
+    {
+        "InitiateAuth",
+        "RespondToAuthChallenge",
+        "SignUp",
+        "ConfirmSignUp",
+        "ForgotPassword",
+        "ConfirmForgotPassword",
+        "ResendConfirmationCode",
+    }
+)
+#: The IAM principal the stand-in's CloudTrail names for signed calls.
+STANDIN_PRINCIPAL = "standin-admin"
 
 
 # --------------------------------------------------------------------------------------------
@@ -403,19 +427,6 @@ def shape_user_response(
     return shaped
 
 
-def jwt_claims(token: str) -> dict[str, Any] | None:
-    """The unverified claims of a JWT, or None when it is not one."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
-    except (binascii.Error, ValueError):
-        return None
-    return claims if isinstance(claims, dict) else None
-
-
 # --------------------------------------------------------------------------------------------
 # Throttling: one token bucket per Cognito quota category, shared by every caller.
 
@@ -441,6 +452,7 @@ class Quotas:
     #: Each user: 10 read and 10 write operations a second.
     per_user_reads: float | None = 10
     per_user_writes: float | None = 10
+    cloudtrail_lookup: float | None = 2  # CloudTrail LookupEvents, per account and Region
     burst_seconds: float = 1.0
 
     def __post_init__(self) -> None:
@@ -469,6 +481,7 @@ OPERATION_CATEGORIES: dict[str, str] = {
     **dict.fromkeys(["GetUserPoolMfaConfig", "DescribeUserPool"], "user_pool_resource_read"),
     **dict.fromkeys(["SetUserPoolMfaConfig", "UpdateUserPool"], "user_pool_resource_update"),
     **dict.fromkeys(sorted(AUTH_OPERATIONS), "user_authentication"),
+    LOOKUP_EVENTS: "cloudtrail_lookup",
     **dict.fromkeys(
         [
             "AdminDisableUser",
@@ -513,7 +526,9 @@ Hook = Callable[[str, Mapping[str, Any]], None]
 class Fault:
     """One injected fault: an error answer, or a stall before the normal answer.
 
-    `operation` None matches every Cognito operation; `times` None fires forever.
+    `operation` None matches every Cognito operation; `times` None fires forever. With
+    `after_handling` the request is handled as usual (a write takes effect) and its answer is
+    replaced by `error`: the service did it, but the caller hears a failure.
     """
 
     operation: str | None
@@ -521,6 +536,7 @@ class Fault:
     stall_seconds: float = 0.0
     times: int | None = 1
     match: Match | None = None
+    after_handling: bool = False
     fired: int = 0
 
     def applies(self, operation: str, body: Mapping[str, Any]) -> bool:
@@ -562,6 +578,7 @@ class _Settings:
     quotas: Quotas | None
     latency: tuple[float, float] | None
     token_ttl_seconds: float
+    cloudtrail_lag_seconds: float = 0.0
 
 
 @dataclass
@@ -625,6 +642,7 @@ class FidelityMiddleware:
         self._passwordless_users: set[tuple[str, str]] = set()
         self._passkey_users: set[tuple[str, str]] = set()
         self._passkey_mfa_users: set[tuple[str, str]] = set()
+        self.trail = Trail()
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -656,11 +674,24 @@ class FidelityMiddleware:
     def token_ttl_seconds(self, seconds: float) -> None:
         self._settings.token_ttl_seconds = seconds
 
+    @property
+    def cloudtrail_lag_seconds(self) -> float:
+        """How long after a call its CloudTrail event appears in LookupEvents."""
+        return self.trail.lag_seconds
+
+    @cloudtrail_lag_seconds.setter
+    def cloudtrail_lag_seconds(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("cloudtrail_lag_seconds must be >= 0")
+        self.trail.lag_seconds = seconds
+
     def restore_settings(self) -> None:
-        """Quotas, latency and token TTL back to what the middleware was built with."""
+        """Quotas, latency, token TTL and CloudTrail lag back to what the middleware was
+        built with."""
         self.quotas = self._initial_settings.quotas
         self.latency = self._initial_settings.latency
         self.token_ttl_seconds = self._initial_settings.token_ttl_seconds
+        self.cloudtrail_lag_seconds = self._initial_settings.cloudtrail_lag_seconds
 
     # ---- counters --------------------------------------------------------------------------
 
@@ -717,6 +748,7 @@ class FidelityMiddleware:
             self._token_clients.clear()
             for users in self._user_flags().values():
                 users.clear()
+            self.trail.reset()
         self.clear_faults()
         self.reset_counters()
         with self._control:
@@ -815,6 +847,18 @@ class FidelityMiddleware:
                 client_id = self._token_clients[pool_id] = client.id
             token, _ = pool.create_access_token(client_id, user.username, str(uuid.uuid4()))
             self._token_issued_at[token] = time.time()
+            # A token exists only after a sign-in, which CloudTrail records and which makes
+            # the user an MAU of the month.
+            self.trail.record(
+                "InitiateAuth",
+                at=time.time(),
+                account_id=self.account_id,
+                region=region or self.region,
+                pool_id=pool_id,
+                sub=user.id,
+                principal=None,
+                counts_as_mau=True,
+            )
             return token
 
     def revoke_user_tokens(self, pool: CognitoIdpUserPool, username: str) -> None:
@@ -829,7 +873,7 @@ class FidelityMiddleware:
             return True
         issued_at = self._token_issued_at.get(token)
         if issued_at is None:
-            claims = jwt_claims(token) or {}
+            claims = unverified_claims(token) or {}
             issued_at = float(claims.get("iat", time.time()))
         return time.time() - issued_at >= self._settings.token_ttl_seconds
 
@@ -849,7 +893,7 @@ class FidelityMiddleware:
         """Resolve an access token to its user, or raise _Reject as Cognito would answer."""
         found = self._find_token(token, account_id)
         user = found[1]._get_user(found[2]) if found else None
-        claims = jwt_claims(token) or {}
+        claims = unverified_claims(token) or {}
         if token in self._revoked_tokens:
             raise _Reject(not_authorized("Access Token has been revoked"))
         error = check_access_token(
@@ -867,6 +911,8 @@ class FidelityMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target == CLOUDTRAIL_TARGET_PREFIX + LOOKUP_EVENTS:
+            return self._lookup_events(environ, start_response)
         if not target.startswith(COGNITO_TARGET_PREFIX):
             return self.app(environ, start_response)
         operation = target[len(COGNITO_TARGET_PREFIX) :]
@@ -884,10 +930,12 @@ class FidelityMiddleware:
         try:
             for hook in hooks:
                 hook(operation, body)
-            admitted, stall = self._admit(operation, body)
+            admitted, stall, handle_first = self._admit(operation, body)
             delay = self._latency_seconds() + stall
             if delay:
                 self._wake.wait(delay)
+            if admitted is not None and handle_first:
+                self._handle(operation, body, environ)
             if admitted is not None:
                 return _respond(start_response, admitted)
             return _respond(start_response, self._handle(operation, body, environ))
@@ -895,19 +943,51 @@ class FidelityMiddleware:
             logger.exception("stand-in failed on %s", operation)
             return _respond(start_response, INTERNAL_ERROR)
 
+    def _lookup_events(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """CloudTrail LookupEvents over the recorded Cognito calls (quota, faults, lag)."""
+        try:
+            body = json.loads(_read_body(environ) or b"{}")
+        except ValueError:
+            body = {}
+        with self._control:
+            self._calls[LOOKUP_EVENTS] += 1
+        admitted, stall, _ = self._admit(LOOKUP_EVENTS, body)
+        if stall:
+            self._wake.wait(stall)
+        if admitted is not None:
+            if admitted.code == THROTTLED.code:
+                admitted = CognitoError("ThrottlingException", "Rate exceeded", 400)
+            return _respond(start_response, admitted)
+        match = _CREDENTIAL_REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
+        try:
+            answer = self.trail.lookup(
+                body,
+                account_id=os.environ.get("MOTO_ACCOUNT_ID")
+                or environ.get("HTTP_X_MOTO_ACCOUNT_ID")
+                or self.account_id,
+                region=match.group(1) if match else self.region,
+                now=time.time(),
+            )
+        except LookupError_ as error:
+            return _respond(start_response, CognitoError(error.code, error.message))
+        return _respond(start_response, _json_response(answer))
+
     def _latency_seconds(self) -> float:
         latency = self._settings.latency
         return self._random.uniform(*latency) if latency else 0.0
 
-    def _admit(self, operation: str, body: Mapping[str, Any]) -> tuple[CognitoError | None, float]:
-        """Throttling and injected faults: (an error to answer with, seconds to stall)."""
+    def _admit(
+        self, operation: str, body: Mapping[str, Any]
+    ) -> tuple[CognitoError | None, float, bool]:
+        """Throttling and injected faults: (an error to answer with, seconds to stall, whether
+        to handle the request before answering with that error)."""
         with self._control:
             now = time.monotonic()
             if any(storm.throttles(operation, now) for storm in self._storms) or (
                 not self._bucket_allows(operation, body)
             ):
                 self._throttled[operation] += 1
-                return THROTTLED, 0.0
+                return THROTTLED, 0.0, False
             stall = 0.0
             for fault in self._faults:
                 if not fault.applies(operation, body):
@@ -918,8 +998,8 @@ class FidelityMiddleware:
                     continue
                 if fault.error.code == THROTTLED.code:
                     self._throttled[operation] += 1
-                return fault.error, stall
-            return None, stall
+                return fault.error, stall, fault.after_handling
+            return None, stall, False
 
     def _bucket_allows(self, operation: str, body: Mapping[str, Any]) -> bool:
         """Every quota the request counts against: its category's (per account), 5/s per
@@ -960,14 +1040,83 @@ class FidelityMiddleware:
         match = _CREDENTIAL_REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
         region = match.group(1) if match else self.region
         with self.lock:
+            answer: _Captured | CognitoError
+            subject: tuple[str | None, str | None] = (body.get("UserPoolId"), None)
             try:
                 if operation.startswith("Admin") and "Username" in body:
                     _resolve_sub_alias(cognitoidp_backends[account_id][region], body, environ)
-                return self._dispatch(operation, body, environ, account_id, region)
+                subject = self._subject_of(body, account_id, region)
+                answer = self._dispatch(operation, body, environ, account_id, region)
             except _Reject as reject:
-                return reject.error
+                answer = reject.error
             except JsonRESTError as error:
-                return CognitoError(error.error_type, error.message, error.code)
+                answer = CognitoError(error.error_type, error.message, error.code)
+            self._record_call(operation, subject, answer, account_id, region)
+            return answer
+
+    def _subject_of(
+        self, body: Mapping[str, Any], account_id: str, region: str
+    ) -> tuple[str | None, str | None]:
+        """(pool id, sub) of the user a request is about, before the request changes them."""
+        pool_id = body.get("UserPoolId")
+        if isinstance(body.get("AccessToken"), str):
+            found = self._find_token(body["AccessToken"], account_id)
+            if found is None:
+                return pool_id, None
+            owner = found[1]._get_user(found[2])
+            return found[1].id, owner.id if owner is not None else None
+        name = body.get("Username")
+        if isinstance(pool_id, str) and isinstance(name, str):
+            pool = cognitoidp_backends[account_id][region].user_pools.get(pool_id)
+            named = pool._get_user(name) if pool is not None else None
+            if named is not None:
+                return pool_id, named.id
+        return pool_id, None
+
+    def _record_call(
+        self,
+        operation: str,
+        subject: tuple[str | None, str | None],
+        answer: _Captured | CognitoError,
+        account_id: str,
+        region: str,
+    ) -> None:
+        """One CloudTrail event per call Cognito answered; an MAU for the calls that bill."""
+        pool_id, sub = subject
+        error_code: str | None = None
+        signed_in = False
+        if isinstance(answer, CognitoError):
+            error_code = answer.code
+        elif answer.status_code != 200:
+            try:
+                error_code = str(json.loads(answer.body).get("__type") or answer.status_code)
+            except ValueError:
+                error_code = str(answer.status_code)
+        else:
+            response = _json_or_empty(answer.body)
+            if sub is None and operation == "AdminCreateUser":
+                attributes = (response.get("User") or {}).get("Attributes") or []
+                sub = next((a.get("Value") for a in attributes if a.get("Name") == "sub"), None)
+            if sub is None and operation == "SignUp":
+                sub = response.get("UserSub")
+            token = (response.get("AuthenticationResult") or {}).get("AccessToken")
+            if operation in SIGN_INS and isinstance(token, str):
+                signed_in = True
+                claims = unverified_claims(token) or {}
+                sub = sub or claims.get("sub")
+                found = self._find_token(token, account_id)
+                pool_id = found[1].id if found else pool_id
+        self.trail.record(
+            operation,
+            at=time.time(),
+            account_id=account_id,
+            region=region,
+            pool_id=pool_id if isinstance(pool_id, str) else None,
+            sub=sub,
+            principal=None if operation in UNSIGNED_OPERATIONS else STANDIN_PRINCIPAL,
+            error_code=error_code,
+            counts_as_mau=signed_in or operation in MAU_READS or operation in ADMIN_UPDATES,
+        )
 
     def _dispatch(
         self,
@@ -1189,6 +1338,14 @@ def _resolve_sub_alias(backend: Any, body: dict[str, Any], environ: dict[str, An
             environ["wsgi.input"] = io.BytesIO(raw)
             environ["CONTENT_LENGTH"] = str(len(raw))
             return
+
+
+def _json_or_empty(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
