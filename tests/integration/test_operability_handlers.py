@@ -219,7 +219,8 @@ def test_every_log_line_of_a_run_names_its_execution_and_run(
 
     lines = [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
     messages = [entry for entry in lines if "message" in entry]
-    assert [m["message"] for m in messages][0] == "run lock taken"
-    assert [m["message"] for m in messages][-2:] == ["slice finished", "run lock released"]
+    said = [m["message"] for m in messages]
+    assert said[0] == "run lock taken"
+    assert said[-2:] == ["slice finished", "run lock released"]
     assert all(m["execution"] == execution for m in messages)
     assert all(m["run_id"] == state["run_id"] for m in messages)
