@@ -40,7 +40,7 @@ from aws_cdk import custom_resources as cr
 
 from constructs import Construct, IValidation
 from mfa_policy.aws.cloudtrail import STATE_CHANGING_EVENTS
-from mfa_policy.core.model import Factor, Outcome
+from mfa_policy.core.model import RULE_METRIC_OUTCOMES, Factor, Outcome
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.policy_file import load_policy_file
 from mfa_policy_cdk import _assets, _nag
@@ -59,6 +59,9 @@ METRIC_NAMESPACE: Final = "MfaPolicy"
 #: Every outcome a user can get in a run; each is a metric name.
 OUTCOMES: Final[tuple[str, ...]] = tuple(outcome.value for outcome in Outcome)
 RUN_MODES: Final[tuple[str, ...]] = ("drift", "apply")
+#: The dashboard draws a line per rule for this many of the policy's rules (CloudWatch allows
+#: 500 metrics a graph and 2,500 a dashboard; beyond 100 lines a graph is unreadable anyway).
+DASHBOARD_RULES: Final = 100
 
 #: The Provider framework gives up after 1 hour; keep 5 minutes for the last poll and the reply.
 MAX_WAIT_FOR_COMPLETION: Final = Duration.minutes(50)
@@ -449,11 +452,16 @@ class MfaPolicy(Construct):
 
     # ------------------------------------------------------------------ metrics
 
-    def metric(self, outcome: str, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
+    def metric(
+        self, outcome: str, *, mode: str = "drift", rule: str | None = None, **props: Any
+    ) -> cloudwatch.Metric:
         """Users with ``outcome`` per run of ``mode`` (the runtime emits one datapoint per run).
 
         :param outcome: one of ``OUTCOMES`` (``compliant``, ``would_change``, ``changed``, ...).
         :param mode: ``"drift"`` or ``"apply"``. Default: ``"drift"``
+        :param rule: a rule of the policy: only its users. Counted per rule are
+            ``would_change`` (drift), ``changed`` (apply), ``blocked`` and ``guarded``.
+            Default: - every user of the run
         :param props: any ``cloudwatch.Metric`` option (``period``, ``statistic``, ``label``,
             ...). Default: - Sum over 5 minutes
         """
@@ -462,6 +470,18 @@ class MfaPolicy(Construct):
         if mode not in RUN_MODES:
             raise ValueError(f"mode must be one of {', '.join(RUN_MODES)}, got {mode!r}")
         dimensions = {"UserPoolId": self._user_pool.user_pool_id, "Mode": mode}
+        if rule is not None:
+            names = [r.name for r in self._policy.rules]
+            if rule not in names:
+                raise ValueError(
+                    f"rule must be one of the policy's ({', '.join(names)}), got {rule!r}"
+                )
+            counted = [o.value for o in RULE_METRIC_OUTCOMES[mode]]
+            if outcome not in counted:
+                raise ValueError(
+                    f"{mode} runs count {', '.join(counted)} per rule, not {outcome!r}"
+                )
+            dimensions["Rule"] = rule
         dimensions.update(props.pop("dimensions_map", None) or {})
         options: dict[str, Any] = {"statistic": "Sum", "unit": cloudwatch.Unit.COUNT, **props}
         return cloudwatch.Metric(
@@ -788,8 +808,12 @@ class MfaPolicy(Construct):
             self,
             "RunSlice",
             lambda_function=self._function,
-            # The whole state in (no payload given), the handler's return value out: {mode,
-            # trigger, run_id, checkpoint, done, counts, report_uri, lock}.
+            # The whole state in, with the execution beside it so that every log line of the
+            # slice names it; the handler's return value out: {mode, trigger, run_id,
+            # checkpoint, done, counts, report_uri, lock}.
+            payload=sfn.TaskInput.from_object(
+                {"execution": owner, "run": sfn.JsonPath.entire_payload}
+            ),
             payload_response_only=True,
             retry_on_service_exceptions=True,
         )
@@ -815,7 +839,10 @@ class MfaPolicy(Construct):
                 self,
                 id,
                 lambda_function=self._function,
-                payload=sfn.TaskInput.from_object({"action": "release_lock", "owner": owner}),
+                # The run's state only names the run in the release's log.
+                payload=sfn.TaskInput.from_object(
+                    {"action": "release_lock", "owner": owner, "run": sfn.JsonPath.entire_payload}
+                ),
                 payload_response_only=True,
                 result_path=sfn.JsonPath.DISCARD,
                 retry_on_service_exceptions=True,
@@ -1011,6 +1038,36 @@ class MfaPolicy(Construct):
                 width=12,
             ),
         )
+        # Per rule: one graph per counted outcome and mode, one line per rule of the policy (a
+        # graph shows at most DASHBOARD_RULES; every rule has its metrics all the same).
+        rules = [rule.name for rule in self._policy.rules]
+        if len(rules) > DASHBOARD_RULES:
+            Annotations.of(self).add_warning_v2(
+                "mfa-policy:dashboardRules",
+                f"the dashboard graphs the first {DASHBOARD_RULES} of the policy's {len(rules)} "
+                "rules; mfa.metric(outcome, rule=...) gives any rule's",
+            )
+        for mode in RUN_MODES:  # a row per mode
+            board.add_widgets(
+                *(
+                    cloudwatch.GraphWidget(
+                        title=f"{mode.capitalize()} runs by rule: {outcome.value}",
+                        left=[
+                            self.metric(
+                                outcome,
+                                mode=mode,
+                                rule=rule,
+                                statistic="Maximum",
+                                period=day,
+                                label=rule,
+                            )
+                            for rule in rules[:DASHBOARD_RULES]
+                        ],
+                        width=24 // len(RULE_METRIC_OUTCOMES[mode]),
+                    )
+                    for outcome in RULE_METRIC_OUTCOMES[mode]
+                )
+            )
         board.add_widgets(
             cloudwatch.GraphWidget(
                 title="Enrollment backlog (needs_enrollment, drift)",

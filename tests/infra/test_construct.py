@@ -703,7 +703,8 @@ def test_state_machine_takes_the_lock_then_loops_slices_until_done(default: Buil
     assert states[taken["Default"]] == {"Type": "Succeed", "OutputPath": "$.lock.output"}
     run_slice = states["RunSlice"]
     assert run_slice["Type"] == "Task"
-    assert "Parameters" not in run_slice  # the whole state is the payload
+    # The whole state is the payload, with the execution beside it for the slice's log lines.
+    assert run_slice["Parameters"] == {"execution.$": "$$.Execution.Id", "run.$": "$"}
     choice = states[run_slice["Next"]]
     assert choice["Type"] == "Choice"
     assert choice["Choices"] == [
@@ -716,7 +717,7 @@ def test_state_machine_takes_the_lock_then_loops_slices_until_done(default: Buil
 
 def test_every_way_out_of_a_run_gives_the_lock_back(default: Built) -> None:
     states = definition(_machine(default))["States"]
-    release = {"action": "release_lock", "owner.$": "$$.Execution.Id"}
+    release = {"action": "release_lock", "owner.$": "$$.Execution.Id", "run.$": "$"}
     for name in ("ReleaseLock", "ReleaseLockAfterFailure"):
         assert states[name]["Parameters"] == release
         assert states[name]["ResultPath"] is None  # the run's output passes through

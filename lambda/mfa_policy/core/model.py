@@ -230,6 +230,13 @@ class Outcome(StrEnum):
 DRIFT_OUTCOMES = frozenset(
     {Outcome.WOULD_CHANGE, Outcome.NEEDS_ENROLLMENT, Outcome.BLOCKED, Outcome.GUARDED}
 )
+#: The outcomes counted per rule in CloudWatch (dimension ``Rule``), by run mode: whom a rule
+#: would change (drift) or changed (apply), and whom it could not change (blocked, guarded).
+#: Few on purpose: each rule adds these many metrics per mode.
+RULE_METRIC_OUTCOMES: dict[str, tuple[Outcome, ...]] = {
+    "drift": (Outcome.WOULD_CHANGE, Outcome.BLOCKED, Outcome.GUARDED),
+    "apply": (Outcome.CHANGED, Outcome.BLOCKED, Outcome.GUARDED),
+}
 #: Outcomes that leave an apply short of convergence (exit code 2).
 UNCONVERGED_OUTCOMES = frozenset(
     {

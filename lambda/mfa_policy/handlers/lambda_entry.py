@@ -21,7 +21,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from mfa_policy.aws.s3_lock import S3Lock
 from mfa_policy.aws.s3_report import S3File, S3JournalPages, S3Report
 from mfa_policy.aws.tokens import DynamoTokenTable
 from mfa_policy.core.engine import Mode
-from mfa_policy.core.model import DRIFT_OUTCOMES, Outcome
+from mfa_policy.core.model import DRIFT_OUTCOMES, RULE_METRIC_OUTCOMES, Outcome
 from mfa_policy.core.policy import Policy, policy_from_json
 from mfa_policy.exceptions import MfaPolicyError, RunError
 from mfa_policy.handlers.plan_run import run_plan_slice
@@ -582,7 +582,8 @@ def acquire_run_lock(
 def release_run_lock(
     event: Mapping[str, Any], *, settings: HandlerSettings, s3: Any
 ) -> dict[str, Any]:
-    """``{"action": "release_lock", "owner": <execution>}``: give the lock back if it holds it."""
+    """``{"action": "release_lock", "owner": <execution>, "run": <the run's state>}``: give the
+    lock back if ``owner`` holds it (``run`` only names the run in the log)."""
     owner = event.get("owner")
     if not (isinstance(owner, str) and owner):
         raise InvalidEvent(
@@ -658,17 +659,20 @@ def changed_user_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"mode": mode.value, "users": len(rows), "outcomes": [r["outcome"] for r in rows]}
 
 
-def emit_run_metrics(metrics: Metrics, result: Mapping[str, Any], user_pool_id: str) -> None:
-    """One data point per outcome (zeros included, so alarms see the run) when a run ends."""
+def emit_run_metrics(
+    metrics: Metrics, result: Mapping[str, Any], user_pool_id: str, rules: Sequence[str] = ()
+) -> None:
+    """One data point per outcome (zeros included, so alarms see the run) when a run ends, and
+    per rule of ``rules`` (the policy's) the outcomes of ``RULE_METRIC_OUTCOMES``."""
     metrics.add_dimension(name="UserPoolId", value=user_pool_id)
     metrics.add_dimension(name="Mode", value=result["mode"])
     for outcome in Outcome:
         metrics.add_metric(
             name=outcome.value, unit=MetricUnit.Count, value=result["counts"].get(outcome.value, 0)
         )
-    # Cognito's answers and the run's length, from the final checkpoint (a plan run has none).
+    # Cognito's answers and the run's length, from the final checkpoint (or a plan's state).
     checkpoint = result.get("checkpoint") or {}
-    counts = checkpoint.get("counts") or {}
+    counts = checkpoint.get("counts") or (result.get("plan_state") or {}).get("counts") or {}
     throttled = counts.get("throttled") or {}
     metrics.add_metric(name="throttled", unit=MetricUnit.Count, value=sum(throttled.values()))
     for operation, calls in sorted((counts.get("api_calls") or {}).items()):
@@ -677,6 +681,21 @@ def emit_run_metrics(metrics: Metrics, result: Mapping[str, Any], user_pool_id: 
     if duration is not None:
         metrics.add_metric(name="run_duration", unit=MetricUnit.Seconds, value=duration)
     metrics.flush_metrics()
+    # One document per rule, flushed on its own: {UserPoolId, Mode, Rule} and three metrics
+    # each, however many rules the policy has (EMF allows 100 metrics and 30 dimensions a
+    # document). The {UserPoolId, Mode} metrics above, which the alarms watch, stay as they are.
+    by_rule = counts.get("by_rule") or {}
+    for rule in rules:
+        metrics.add_dimension(name="UserPoolId", value=user_pool_id)
+        metrics.add_dimension(name="Mode", value=result["mode"])
+        metrics.add_dimension(name="Rule", value=rule)
+        for outcome in RULE_METRIC_OUTCOMES.get(result["mode"], ()):
+            metrics.add_metric(
+                name=outcome.value,
+                unit=MetricUnit.Count,
+                value=(by_rule.get(rule) or {}).get(outcome.value, 0),
+            )
+        metrics.flush_metrics()
 
 
 def _run_seconds(started_at: str | None, ended_at: str | None) -> float | None:
@@ -695,7 +714,8 @@ def _run_seconds(started_at: str | None, ended_at: str | None) -> float | None:
 _LOCK_ACTIONS = {"acquire_lock": acquire_run_lock, "release_lock": release_run_lock}
 
 
-@logger.inject_lambda_context(log_event=False)
+# clear_state: a warm container must not carry the last invocation's run and execution over.
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 def slice_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     settings = settings_from_env(os.environ)
     action = event.get("action") if isinstance(event, Mapping) else None
@@ -704,12 +724,14 @@ def slice_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             raise InvalidEvent(
                 f"action must be one of {', '.join(_LOCK_ACTIONS)}, got {_shown(action)}"
             )
+        # The lock's owner is the execution taking or giving it back.
+        logger.append_keys(**_log_keys(event.get("owner"), event.get("run")))
         return _LOCK_ACTIONS[action](event, settings=settings, s3=aws_client("s3"))
+    event, execution = slice_state_of(event)
     if isinstance(event, Mapping):  # anything else is refused by run_slice, naming the problem
         event = with_run_id(event)
-        # Every log line of this slice names its run (and, with tracing on, the X-Ray trace the
-        # Step Functions execution shares).
-        logger.append_keys(run_id=run_id_of(event))
+        # Every log line of this slice names its run and the Step Functions execution.
+        logger.append_keys(**_log_keys(execution, event))
     result = run_slice(
         event,
         settings=settings,
@@ -723,9 +745,32 @@ def slice_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # service="" keeps Powertools from adding a service dimension: the construct's metrics
         # and alarms address exactly {UserPoolId, Mode}.
         emit_run_metrics(
-            Metrics(namespace=settings.metrics_namespace, service=""), result, settings.user_pool_id
+            Metrics(namespace=settings.metrics_namespace, service=""),
+            result,
+            settings.user_pool_id,
+            rules=[rule.name for rule in policy_from_json(settings.policy_json).rules],
         )
     return result
+
+
+def slice_state_of(event: Any) -> tuple[Any, str | None]:
+    """The state machine invokes a slice with ``{"execution": <its ARN>, "run": <the state>}``;
+    invoked by hand, the event is the state itself (and no execution runs it)."""
+    if isinstance(event, Mapping) and set(event) == {"execution", "run"}:
+        execution = event["execution"]
+        if not (isinstance(execution, str) and execution):
+            raise InvalidEvent(
+                f"execution must be the Step Functions execution, got {_shown(execution)}"
+            )
+        return event["run"], execution
+    return event, None
+
+
+def _log_keys(execution: object, run: object) -> dict[str, str]:
+    """What every log line of an invocation names: its execution and its run, where known."""
+    keys = {"execution": execution} if isinstance(execution, str) and execution else {}
+    run_id = run_id_of(run) if isinstance(run, Mapping) else None
+    return {**keys, **({"run_id": run_id} if run_id else {})}
 
 
 def run_id_of(event: Mapping[str, Any]) -> str | None:
@@ -865,12 +910,23 @@ def deploy_is_complete(
     if status == "SUCCEEDED":
         output = json.loads(execution.get("output") or "{}")
         status = "SKIPPED" if output.get("skipped") else status
-        return {"IsComplete": True, "Data": attributes_of(output, status)}
+        attributes = attributes_of(output, status)
+        logger.info(
+            "the deploy's run finished",
+            extra={"execution": arn, "run_id": output.get("run_id") or None, **attributes},
+        )
+        return {"IsComplete": True, "Data": attributes}
     if status in ("FAILED", "TIMED_OUT", "ABORTED"):
         cause = execution.get("cause") or execution.get("error") or status
-        raise RuntimeError(f"mfa-policy run {status.lower()}: {_short_cause(cause)}")
+        message = f"mfa-policy run {status.lower()}: {_short_cause(cause)}"
+        logger.error(message, extra={"execution": arn, "status": status})
+        raise RuntimeError(message)
     waited = (now if now is not None else time.time()) - started_at
     if waited >= float(os.environ.get("WAIT_SECONDS", "0")):
+        logger.info(
+            "the deploy stops waiting; its run goes on",
+            extra={"execution": arn, "waited_seconds": round(waited)},
+        )
         return {"IsComplete": True, "Data": attributes_of({}, "RUNNING")}
     return {"IsComplete": False}
 
