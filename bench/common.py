@@ -24,7 +24,8 @@ DEFAULT_RATES = RateLimits()
 UNLIMITED_RATES = RateLimits(user_read=1e6, user_resource_update=1e6, user_list=1e6)
 
 #: gateway operation -> quota category, for the budget arithmetic.
-READS = ("admin_get_user", "get_user")
+#: Every user read: the auth-factors reads by default, AdminGetUser/GetUser as the fallback.
+READS = ("admin_get_user_auth_factors", "get_user_auth_factors", "admin_get_user", "get_user")
 WRITES = ("admin_set_user_mfa_preference", "set_user_mfa_preference")
 LISTS = ("list_users", "list_users_in_group")
 

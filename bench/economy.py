@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             "ListUsers",
             "users per ListUsers",
             "ListUsersInGroup",
-            "AdminGetUser",
+            "user reads",
             "reads per in-scope user",
             "fixable (would_change / changed)",
             "writes accepted",

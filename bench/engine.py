@@ -44,7 +44,7 @@ def users_of(size: int) -> tuple[list[User], list[dict[str, Any]]]:
                 enabled=read["Enabled"],
                 attributes=attributes,
                 groups=frozenset({group} if group else ()),
-                mfa=mfa_state_of(read),
+                mfa=mfa_state_of(read)[0],
             )
         )
         responses.append(read)

@@ -64,9 +64,12 @@ OPERATIONS = {
     "ListUsers": "list_users",
     "ListUsersInGroup": "list_users_in_group",
     "AdminGetUser": "admin_get_user",
+    "AdminGetUserAuthFactors": "admin_get_user_auth_factors",
     "AdminSetUserMFAPreference": "admin_set_user_mfa_preference",
     "GetUserPoolMfaConfig": "get_user_pool_mfa_config",
+    "DescribeUserPool": "describe_user_pool",
     "GetUser": "get_user",
+    "GetUserAuthFactors": "get_user_auth_factors",
     "SetUserMFAPreference": "set_user_mfa_preference",
 }
 CATEGORY = {
@@ -74,6 +77,9 @@ CATEGORY = {
     "ListUsersInGroup": "user_list",
     "AdminGetUser": "user_read",
     "GetUser": "user_read",
+    "AdminGetUserAuthFactors": "user_read",
+    "GetUserAuthFactors": "user_read",
+    "DescribeUserPool": "user_pool_read",
     "AdminSetUserMFAPreference": "user_resource_update",
     "SetUserMFAPreference": "user_resource_update",
     "GetUserPoolMfaConfig": "user_pool_read",
@@ -313,6 +319,21 @@ class Pool:
             response["MFAOptions"] = [{"DeliveryMedium": "SMS", "AttributeName": "phone_number"}]
         return response
 
+    def auth_factors(self, index: int) -> dict[str, Any]:
+        """(Admin)GetUserAuthFactors' response for user ``index``: MFA settings and sign-in
+        factors (a password for everyone; a software token once verified)."""
+        user = self.user(index, admin=False)
+        response = {
+            k: user[k]
+            for k in ("Username", "UserMFASettingList", "PreferredMfaSetting")
+            if k in user
+        }
+        configured = ["PASSWORD"]
+        if self.facts(index)[2]:
+            configured.append("SOFTWARE_TOKEN")
+        response["ConfiguredUserAuthFactors"] = configured
+        return response
+
     def facts(self, index: int) -> tuple[bool, bool, bool]:
         """(has phone, has email, verified a software token) for the preference rules."""
         kind = KINDS[self.identity(index)[1]]
@@ -360,7 +381,7 @@ def preference_error(
         return invalid, "User does not have an email set to turn on email MFA"
     if TOTP in blocks and not totp_verified:
         if blocks[TOTP].get("Enabled"):
-            return invalid, "User has not verified software token mfa"
+            return invalid, "User does not have delivery config set to turn on SOFTWARE_TOKEN_MFA"
         return invalid, "User has not set up software token mfa"
     return None
 
@@ -811,6 +832,26 @@ class BenchCognito:
         pool = self._pool(request, operation)
         with self._lock:
             return pool.user(self._index(pool, request.get("Username"), operation))
+
+    def admin_get_user_auth_factors(self, **request: Any) -> dict[str, Any]:
+        operation = "AdminGetUserAuthFactors"
+        self._admit(operation, request)
+        pool = self._pool(request, operation)
+        with self._lock:
+            return pool.auth_factors(self._index(pool, request.get("Username"), operation))
+
+    def get_user_auth_factors(self, **request: Any) -> dict[str, Any]:
+        operation = "GetUserAuthFactors"
+        self._admit(operation, request)
+        with self._lock:
+            pool, index = self._authorize(str(request.get("AccessToken", "")), operation)
+            return pool.auth_factors(index)
+
+    def describe_user_pool(self, **request: Any) -> dict[str, Any]:
+        operation = "DescribeUserPool"
+        self._admit(operation, request)
+        pool = self._pool(request, operation)
+        return {"UserPool": {"Id": pool.pool_id, "UserPoolTier": "ESSENTIALS"}}
 
     def get_user(self, **request: Any) -> dict[str, Any]:
         operation = "GetUser"

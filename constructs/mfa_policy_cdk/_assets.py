@@ -31,6 +31,7 @@ RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
 
 SLICE_HANDLER = "mfa_policy.handlers.slice_handler"
+CHANGED_USER_HANDLER = "mfa_policy.handlers.changed_user_handler"
 DEPLOY_ON_EVENT_HANDLER = "mfa_policy.handlers.deploy_on_event"
 DEPLOY_IS_COMPLETE_HANDLER = "mfa_policy.handlers.deploy_is_complete"
 

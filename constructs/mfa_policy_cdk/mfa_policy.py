@@ -4,9 +4,10 @@ What it creates:
 
 * a Python Lambda function that runs one *slice* of a run (drift or apply) and returns a
   checkpoint; a Step Functions state machine loops it until the run is done, so a pool of any
-  size finishes across many invocations;
-* a custom resource that starts a run on every deploy whose policy (or mode) changed, waits for
-  it up to a bound, and exposes the run's counts and report location as attributes;
+  size finishes across many invocations, holding the pool's run lock (a lease in the report
+  bucket) so that one run per pool goes at a time;
+* a custom resource that starts a run on every deploy whose policy (or mode, or pool) changed,
+  waits for it up to a bound, and exposes the run's counts and report location as attributes;
 * an EventBridge rule that starts a drift run on a schedule;
 * an S3 bucket for reports (unless one is given), CloudWatch alarms on drift and on failures.
 
@@ -38,7 +39,8 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from aws_cdk import custom_resources as cr
 
 from constructs import Construct, IValidation
-from mfa_policy.core.model import Factor, Outcome
+from mfa_policy.aws.cloudtrail import STATE_CHANGING_EVENTS
+from mfa_policy.core.model import RULE_METRIC_OUTCOMES, Factor, Outcome
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.policy_file import load_policy_file
 from mfa_policy_cdk import _assets, _nag
@@ -60,6 +62,9 @@ METRIC_NAMESPACE: Final = "MfaPolicy"
 #: Every outcome a user can get in a run; each is a metric name.
 OUTCOMES: Final[tuple[str, ...]] = tuple(outcome.value for outcome in Outcome)
 RUN_MODES: Final[tuple[str, ...]] = ("drift", "apply")
+#: The dashboard draws a line per rule for this many of the policy's rules (CloudWatch allows
+#: 500 metrics a graph and 2,500 a dashboard; beyond 100 lines a graph is unreadable anyway).
+DASHBOARD_RULES: Final = 100
 
 #: The Provider framework gives up after 1 hour; keep 5 minutes for the last poll and the reply.
 MAX_WAIT_FOR_COMPLETION: Final = Duration.minutes(50)
@@ -72,20 +77,31 @@ _PROVIDER_MARGIN = Duration.minutes(5)
 _QUERY_INTERVAL = Duration.seconds(30)
 _ALARM_PERIOD = Duration.hours(1)
 
+# Users are read with AdminGetUserAuthFactors (no MAU); AdminGetUser stays granted as the
+# fallback where the newer operation is not available.
 _ADMIN_ACTIONS = (
     "cognito-idp:ListUsers",
     "cognito-idp:ListUsersInGroup",
     "cognito-idp:GetUserPoolMfaConfig",
+    "cognito-idp:DescribeUserPool",
+    "cognito-idp:AdminGetUserAuthFactors",
     "cognito-idp:AdminGetUser",
     "cognito-idp:AdminSetUserMFAPreference",
 )
-# Access-token mode reads and writes each user with that user's own token (GetUser,
+# Access-token mode reads and writes each user with that user's own token (GetUserAuthFactors,
 # SetUserMFAPreference), which IAM does not govern; only the pool-level calls need IAM.
 _ACCESS_TOKEN_ACTIONS = (
     "cognito-idp:ListUsers",
     "cognito-idp:ListUsersInGroup",
     "cognito-idp:GetUserPoolMfaConfig",
+    "cognito-idp:DescribeUserPool",
 )
+_TOKEN_TABLE_ACTIONS = ("dynamodb:BatchGetItem",)
+#: A run is stopped at its first slice boundary past ``run_timeout`` (and gives its lock back);
+#: the state machine's own timeout, this much later, only backs that up.
+_RUN_TIMEOUT_BACKSTOP = Duration.minutes(20)
+#: How often a deploy's run that found the pool busy tries the lock again.
+_LOCK_POLL = Duration.minutes(1)
 
 
 class MfaPolicy(Construct):
@@ -114,14 +130,32 @@ class MfaPolicy(Construct):
         used with ``report_bucket``); ``None`` keeps them forever. Default: ``Duration.days(365)``
     :param token_table: a DynamoDB table of users' access tokens (partition key ``username``,
         attribute ``access_token``). When given, runs use access-token auth: users are read and
-        written with their own tokens and the function gets no ``Admin*`` permission, only read
-        access to this table. Default: - admin auth (IAM and ``Admin*`` calls)
+        written with their own tokens and the function gets no ``Admin*`` permission, only
+        ``dynamodb:BatchGetItem`` on this table (no Scan or Query, which would read every
+        token). Default: - admin auth (IAM and ``Admin*`` calls)
+    :param ledger: whether runs keep the state ledger (each user's last observed MFA state,
+        kept current from CloudTrail's Event history) and read only users who can have changed.
+        ``AdminGetUser`` makes every user it reads a billable MAU, so without the ledger a daily
+        drift bills the whole pool every month. Event history needs no trail; the function
+        gets ``cloudtrail:LookupEvents``, which has no resource-level permissions (``*``).
+        Default: ``True``
+    :param ledger_table: the ledger's DynamoDB table (partition key ``pool``, sort key ``sub``,
+        both strings). Default: - a new on-demand table, encrypted, with point-in-time
+        recovery, retained when the stack is deleted
+    :param realtime: ``"drift"`` re-evaluates, and ``"apply"`` fixes, just the user a
+        CloudTrail event says changed, within about a minute of the change, through an
+        EventBridge rule on Cognito's CloudTrail events. It needs a CloudTrail trail with
+        logging enabled in the account and Region (EventBridge receives "AWS API Call via
+        CloudTrail" events only from a trail; the Event history the ledger reads needs none),
+        the ledger, and admin auth. Default: ``None`` (the scheduled drift only)
     :param wait_for_completion: how long a deploy waits for its run before it finishes; the run
         goes on in the background past this bound and the attributes then describe it as still
         running. ``None`` or zero does not wait. At most 50 minutes (the custom resource
         framework gives up after 1 hour). Default: ``Duration.minutes(10)``
-    :param run_timeout: how long one run (all its slices) may take before Step Functions stops
-        it. Between 1 minute and 365 days. Default: ``Duration.hours(24)``
+    :param run_timeout: how long one run (all its slices) may take, from taking the pool's
+        lock: past it the run stops between two slices, gives the lock back and fails with
+        ``RunTimedOut`` (the state machine's own timeout, 20 minutes later, backs this up).
+        Between 1 minute and 365 days. Default: ``Duration.hours(24)``
     :param alarm_on_drift: whether to create ``drift_alarm``: users ``would_change`` in a drift
         run, the drift apply can fix (users who must enrol have the enrollment backlog alarm).
         Default: ``True``
@@ -159,6 +193,9 @@ class MfaPolicy(Construct):
         report_prefix: str = "mfa-policy/",
         report_retention: Duration | None = DEFAULT_REPORT_RETENTION,
         token_table: dynamodb.ITable | None = None,
+        ledger: bool = True,
+        ledger_table: dynamodb.ITable | None = None,
+        realtime: str | None = None,
         wait_for_completion: Duration | None = DEFAULT_WAIT_FOR_COMPLETION,
         run_timeout: Duration = DEFAULT_RUN_TIMEOUT,
         alarm_on_drift: bool = True,
@@ -184,12 +221,20 @@ class MfaPolicy(Construct):
             report_prefix=report_prefix,
         )
         _check_pool_offers_factors(user_pool, policy)
+        if realtime is not None:
+            if realtime not in ("drift", "apply"):
+                raise ValueError(f"realtime must be 'drift', 'apply' or None, not {realtime!r}")
+            if not ledger:
+                raise ValueError("realtime needs the ledger (ledger=True)")
+            if token_table is not None:
+                raise ValueError("realtime works with admin auth only; drop token_table")
         mode = "apply" if apply_on_deploy else "drift"
         slice_env = _slice_environment(
             policy=policy,
             user_pool=user_pool,
             report_prefix=report_prefix,
             token_table=token_table,
+            run_timeout=run_timeout,
         )
 
         self._user_pool = user_pool
@@ -222,6 +267,12 @@ class MfaPolicy(Construct):
         )
         self._grant_pool_access(token_table)
         self._nag_findings += self._grant_reports(self._function, write=True)
+        self._ledger_table = (ledger_table or self._create_ledger_table()) if ledger else None
+        if self._ledger_table is not None:
+            self._use_ledger(self._ledger_table)
+        self._changed_user_function = (
+            self._create_realtime(realtime, slice_env) if realtime is not None else None
+        )
 
         self._state_machine = self._create_state_machine(run_timeout)
         self._run = self._create_deploy_run(mode=mode, wait_seconds=wait_seconds)
@@ -408,11 +459,16 @@ class MfaPolicy(Construct):
 
     # ------------------------------------------------------------------ metrics
 
-    def metric(self, outcome: str, *, mode: str = "drift", **props: Any) -> cloudwatch.Metric:
+    def metric(
+        self, outcome: str, *, mode: str = "drift", rule: str | None = None, **props: Any
+    ) -> cloudwatch.Metric:
         """Users with ``outcome`` per run of ``mode`` (the runtime emits one datapoint per run).
 
         :param outcome: one of ``OUTCOMES`` (``compliant``, ``would_change``, ``changed``, ...).
         :param mode: ``"drift"`` or ``"apply"``. Default: ``"drift"``
+        :param rule: a rule of the policy: only its users. Counted per rule are
+            ``would_change`` (drift), ``changed`` (apply), ``blocked`` and ``guarded``.
+            Default: - every user of the run
         :param props: any ``cloudwatch.Metric`` option (``period``, ``statistic``, ``label``,
             ...). Default: - Sum over 5 minutes
         """
@@ -421,6 +477,18 @@ class MfaPolicy(Construct):
         if mode not in RUN_MODES:
             raise ValueError(f"mode must be one of {', '.join(RUN_MODES)}, got {mode!r}")
         dimensions = {"UserPoolId": self._user_pool.user_pool_id, "Mode": mode}
+        if rule is not None:
+            names = [r.name for r in self._policy.rules]
+            if rule not in names:
+                raise ValueError(
+                    f"rule must be one of the policy's ({', '.join(names)}), got {rule!r}"
+                )
+            counted = [o.value for o in RULE_METRIC_OUTCOMES[mode]]
+            if outcome not in counted:
+                raise ValueError(
+                    f"{mode} runs count {', '.join(counted)} per rule, not {outcome!r}"
+                )
+            dimensions["Rule"] = rule
         dimensions.update(props.pop("dimensions_map", None) or {})
         options: dict[str, Any] = {"statistic": "Sum", "unit": cloudwatch.Unit.COUNT, **props}
         return cloudwatch.Metric(
@@ -586,6 +654,89 @@ class MfaPolicy(Construct):
             ],
         )
 
+    def _create_ledger_table(self) -> dynamodb.Table:
+        return dynamodb.Table(
+            self,
+            "LedgerTable",
+            partition_key=dynamodb.Attribute(name="pool", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sub", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            # The ledger is what keeps runs from reading (and billing) every user: keep it.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+
+    def _use_ledger(self, table: dynamodb.ITable) -> None:
+        self._function.add_environment("LEDGER_TABLE", table.table_name)
+        # Exactly the calls aws/ledger_table.py makes.
+        table.grant(
+            self._function,
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+        )
+        lookup = iam.PolicyStatement(actions=["cloudtrail:LookupEvents"], resources=["*"])
+        self._function.add_to_role_policy(lookup)
+        self._nag_findings += _nag.statement_wildcards(
+            self._function.role or self._function,
+            lookup,
+            "cloudtrail:LookupEvents supports no resource-level permissions (the Service "
+            "Authorization Reference lists no resource type for it), so its resource must be "
+            "'*'; it is read-only and reads this account's and Region's Event history",
+        )
+
+    def _create_realtime(self, mode: str, slice_env: Mapping[str, str]) -> lambda_.Function:
+        assert self._ledger_table is not None
+        function = self._new_function(
+            "ChangedUserFunction",
+            handler=_assets.CHANGED_USER_HANDLER,
+            description=f"mfa-policy: {mode} of the user a CloudTrail event says changed",
+            environment={
+                **slice_env,
+                "LEDGER_TABLE": self._ledger_table.table_name,
+                "REALTIME_MODE": mode,
+            },
+            memory_size=256,
+            timeout=Duration.minutes(1),
+        )
+        actions = [a for a in _ADMIN_ACTIONS if mode == "apply" or "Set" not in a]
+        self._user_pool.grant(function, *actions)
+        self._ledger_table.grant(
+            function,
+            "dynamodb:GetItem",
+            "dynamodb:BatchGetItem",
+            "dynamodb:UpdateItem",
+            "dynamodb:Query",
+        )
+        self._nag_findings += self._grant_reports(function, write=mode == "apply")
+        events.Rule(
+            self,
+            "ChangedUserRule",
+            description="mfa-policy: a Cognito call that can change a user's MFA state",
+            event_pattern=events.EventPattern(
+                source=["aws.cognito-idp"],
+                # API calls, and the managed login pages (service events).
+                detail_type=["AWS API Call via CloudTrail", "AWS Service Event via CloudTrail"],
+                detail={"eventName": sorted(STATE_CHANGING_EVENTS)},
+            ),
+            targets=[targets.LambdaFunction(function, retry_attempts=2)],
+        )
+        return function
+
+    @property
+    def changed_user_function(self) -> lambda_.Function | None:
+        """The function the ``realtime`` rule calls (None without ``realtime``)."""
+        return self._changed_user_function
+
+    @property
+    def ledger_table(self) -> dynamodb.ITable | None:
+        """The state ledger's table (None with ``ledger=False``)."""
+        return self._ledger_table
+
     def _grant_pool_access(self, token_table: dynamodb.ITable | None) -> None:
         # AdminSetUserMFAPreference is granted even when apply_on_deploy=False: that prop decides
         # what a deploy does, while anyone with grant_start_run may still start an apply run;
@@ -594,7 +745,11 @@ class MfaPolicy(Construct):
             self._user_pool.grant(self._function, *_ADMIN_ACTIONS)
         else:
             self._user_pool.grant(self._function, *_ACCESS_TOKEN_ACTIONS)
-            token_table.grant_read_data(self._function)
+            # The runner fetches a page's tokens by key; Scan or Query would let the function
+            # read every token in the table, GetItem is never used.
+            token_table.grant(self._function, *_TOKEN_TABLE_ACTIONS)
+            if token_table.encryption_key is not None:
+                token_table.encryption_key.grant_decrypt(self._function)
 
     def _grant_reports(self, grantee: lambda_.Function, *, write: bool) -> list[_nag.Finding]:
         bucket, prefix = self._report_bucket, self._report_prefix
@@ -605,6 +760,16 @@ class MfaPolicy(Construct):
             actions=actions, resources=[bucket.arn_for_objects(f"{prefix}*")]
         )
         grantee.add_to_role_policy(objects)
+        if write:
+            # Giving the run lock back deletes it; nothing else is ever deleted.
+            grantee.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:DeleteObject"],
+                    resources=[
+                        bucket.arn_for_objects(f"{prefix}locks/{self._user_pool.user_pool_id}.json")
+                    ],
+                )
+            )
         # Listing lets a missing report read as NoSuchKey rather than AccessDenied.
         grantee.add_to_role_policy(
             iam.PolicyStatement(
@@ -626,12 +791,36 @@ class MfaPolicy(Construct):
         )
 
     def _create_state_machine(self, run_timeout: Duration) -> sfn.StateMachine:
+        """Take the pool's run lock, loop the slices until done, give the lock back.
+
+        Every way out gives the lock back: done, a slice that failed (after its retries), a run
+        past ``run_timeout`` (the slice raises RunTimedOut between two slices). A run stopped
+        by hand, or by the state machine's own timeout, which backs up ``run_timeout``, cannot;
+        its lease runs out within the hour instead.
+        """
+        owner = sfn.JsonPath.string_at("$$.Execution.Id")
+        acquire = tasks.LambdaInvoke(
+            self,
+            "AcquireLock",
+            lambda_function=self._function,
+            payload=sfn.TaskInput.from_object(
+                {"action": "acquire_lock", "owner": owner, "run": sfn.JsonPath.entire_payload}
+            ),
+            payload_response_only=True,
+            # The run's input stays as it is, and carries the lock from here on.
+            result_path="$.lock",
+            retry_on_service_exceptions=True,
+        )
         run_slice = tasks.LambdaInvoke(
             self,
             "RunSlice",
             lambda_function=self._function,
-            # The whole state in (no payload given), the handler's return value out: {mode,
-            # trigger, run_id, checkpoint, done, counts, report_uri}.
+            # The whole state in, with the execution beside it so that every log line of the
+            # slice names it; the handler's return value out: {mode, trigger, run_id,
+            # checkpoint, done, counts, report_uri, lock}.
+            payload=sfn.TaskInput.from_object(
+                {"execution": owner, "run": sfn.JsonPath.entire_payload}
+            ),
             payload_response_only=True,
             retry_on_service_exceptions=True,
         )
@@ -643,24 +832,64 @@ class MfaPolicy(Construct):
             max_delay=Duration.minutes(5),
             jitter_strategy=sfn.JitterType.FULL,
         )
-        # A slice that crashed or ran out of time is run again from the same checkpoint.
+        # A slice that crashed or ran out of time is run again from the same checkpoint; the
+        # write-intent journal in the report bucket tells it whom the lost attempt wrote.
         run_slice.add_retry(
             errors=["Sandbox.Timedout", "Lambda.Unknown"],
             interval=Duration.seconds(30),
             max_attempts=2,
             backoff_rate=2,
         )
+
+        def release(id: str) -> tasks.LambdaInvoke:
+            task = tasks.LambdaInvoke(
+                self,
+                id,
+                lambda_function=self._function,
+                # The run's state only names the run in the release's log.
+                payload=sfn.TaskInput.from_object(
+                    {"action": "release_lock", "owner": owner, "run": sfn.JsonPath.entire_payload}
+                ),
+                payload_response_only=True,
+                result_path=sfn.JsonPath.DISCARD,
+                retry_on_service_exceptions=True,
+            )
+            return task
+
+        finished = sfn.Succeed(self, "Finished")
+        release_lock = release("ReleaseLock")
+        # A lock that cannot be given back runs out with its lease; the run itself is done.
+        release_lock.add_catch(finished, result_path=sfn.JsonPath.DISCARD)
+        run_failed = sfn.Fail(
+            self, "RunFailed", error_path="$.error.Error", cause_path="$.error.Cause"
+        )
+        release_after_failure = release("ReleaseLockAfterFailure")
+        release_after_failure.add_catch(run_failed, result_path=sfn.JsonPath.DISCARD)
+        release_after_failure.next(run_failed)
+        acquire.add_catch(release_after_failure, result_path="$.error")
+        run_slice.add_catch(release_after_failure, result_path="$.error")
+
         done = (
             sfn.Choice(self, "Done")
-            .when(sfn.Condition.boolean_equals("$.done", True), sfn.Succeed(self, "Finished"))
+            .when(sfn.Condition.boolean_equals("$.done", True), release_lock.next(finished))
             .otherwise(run_slice)
+        )
+        lock_taken = (
+            sfn.Choice(self, "LockTaken")
+            .when(sfn.Condition.boolean_equals("$.lock.acquired", True), run_slice.next(done))
+            .when(
+                sfn.Condition.boolean_equals("$.lock.wait", True),
+                sfn.Wait(self, "WaitForLock", time=sfn.WaitTime.duration(_LOCK_POLL)).next(acquire),
+            )
+            # Another run holds the pool: end with its message as this run's output.
+            .otherwise(sfn.Succeed(self, "Refused", output_path="$.lock.output"))
         )
         state_machine = sfn.StateMachine(
             self,
             "StateMachine",
-            comment="mfa-policy: loops the slice function until the run is done",
-            definition_body=sfn.DefinitionBody.from_chainable(run_slice.next(done)),
-            timeout=run_timeout,
+            comment="mfa-policy: one run per pool; loops the slice function until the run is done",
+            definition_body=sfn.DefinitionBody.from_chainable(acquire.next(lock_taken)),
+            timeout=_execution_timeout(run_timeout),
             tracing_enabled=True,
             logs=sfn.LogOptions(
                 destination=logs.LogGroup(self, "StateMachineLogs", retention=self._log_retention),
@@ -816,6 +1045,36 @@ class MfaPolicy(Construct):
                 width=12,
             ),
         )
+        # Per rule: one graph per counted outcome and mode, one line per rule of the policy (a
+        # graph shows at most DASHBOARD_RULES; every rule has its metrics all the same).
+        rules = [rule.name for rule in self._policy.rules]
+        if len(rules) > DASHBOARD_RULES:
+            Annotations.of(self).add_warning_v2(
+                "mfa-policy:dashboardRules",
+                f"the dashboard graphs the first {DASHBOARD_RULES} of the policy's {len(rules)} "
+                "rules; mfa.metric(outcome, rule=...) gives any rule's",
+            )
+        for mode in RUN_MODES:  # a row per mode
+            board.add_widgets(
+                *(
+                    cloudwatch.GraphWidget(
+                        title=f"{mode.capitalize()} runs by rule: {outcome.value}",
+                        left=[
+                            self.metric(
+                                outcome,
+                                mode=mode,
+                                rule=rule,
+                                statistic="Maximum",
+                                period=day,
+                                label=rule,
+                            )
+                            for rule in rules[:DASHBOARD_RULES]
+                        ],
+                        width=24 // len(RULE_METRIC_OUTCOMES[mode]),
+                    )
+                    for outcome in RULE_METRIC_OUTCOMES[mode]
+                )
+            )
         board.add_widgets(
             cloudwatch.GraphWidget(
                 title="Enrollment backlog (needs_enrollment, drift)",
@@ -959,12 +1218,20 @@ def _check_pool_offers_factors(user_pool: cognito.IUserPool, policy: Policy) -> 
     offered = {name for name in enabled or [] if isinstance(name, str)}
     if configuration in (None, "OFF"):
         offered = set()
+    # Passkey MFA is the pool's WebAuthn factor configuration, not an EnabledMfas entry: the
+    # runtime's preflight checks it.
     missing = sorted(
-        factor.value for factor in policy.factors_enabled if factor.cognito_name not in offered
+        factor.value
+        for factor in policy.factors_enabled - {Factor.PASSKEY}
+        if factor.cognito_name not in offered
     )
     if missing:
         on_offer = (
-            ", ".join(sorted(f.value for f in Factor if f.cognito_name in offered))
+            ", ".join(
+                sorted(
+                    f.value for f in Factor if f is not Factor.PASSKEY and f.cognito_name in offered
+                )
+            )
             or "none (MFA is OFF)"
         )
         raise ValueError(
@@ -975,12 +1242,21 @@ def _check_pool_offers_factors(user_pool: cognito.IUserPool, policy: Policy) -> 
         )
 
 
+def _execution_timeout(run_timeout: Duration) -> Duration:
+    seconds = min(
+        run_timeout.to_seconds(integral=False) + _RUN_TIMEOUT_BACKSTOP.to_seconds(),
+        MAX_RUN_TIMEOUT.to_seconds(),
+    )
+    return Duration.seconds(int(seconds))
+
+
 def _slice_environment(
     *,
     policy: Policy,
     user_pool: cognito.IUserPool,
     report_prefix: str,
     token_table: dynamodb.ITable | None,
+    run_timeout: Duration,
 ) -> dict[str, str]:
     env = {
         "USER_POOL_ID": user_pool.user_pool_id,
@@ -989,6 +1265,7 @@ def _slice_environment(
         "POLICY_HASH": policy.hash,
         "REPORT_PREFIX": report_prefix,
         "AUTH": "admin" if token_table is None else "access-token",
+        "RUN_TIMEOUT_SECONDS": str(int(run_timeout.to_seconds(integral=False))),
         "POWERTOOLS_SERVICE_NAME": "mfa-policy",
         "POWERTOOLS_METRICS_NAMESPACE": METRIC_NAMESPACE,
     }

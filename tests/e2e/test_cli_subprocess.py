@@ -38,6 +38,11 @@ EXPECTED_APPLY: dict[str, tuple[str, tuple[set[str], str | None]]] = {
     "break_glass": ("excluded", SMS_ONLY),
     "disabled": ("skipped", SMS_ONLY),
     "federated": ("skipped", (set(), None)),
+    # TOTP probe rejected; SMS, on through MFAOptions only, set with the current API.
+    "legacy_sms": ("needs_enrollment", ({"sms"}, None)),
+    "stale_totp": ("needs_enrollment", ({"totp", "sms"}, "sms")),
+    "passwordless": ("guarded", (set(), None)),
+    "unconfirmed": ("skipped", SMS_ONLY),
 }
 
 

@@ -38,10 +38,13 @@ POOL_ACTIONS = {
     "cognito-idp:ListUsers",
     "cognito-idp:ListUsersInGroup",
     "cognito-idp:GetUserPoolMfaConfig",
+    "cognito-idp:DescribeUserPool",
+    "cognito-idp:AdminGetUserAuthFactors",
     "cognito-idp:AdminGetUser",
     "cognito-idp:AdminSetUserMFAPreference",
 }
 POWERTOOLS_PARAMETER = "/aws/service/powertools/python/arm64/python3.14/3.37.0"
+TOKEN_KEYS = [{"AttributeName": "username", "KeyType": "HASH"}]
 
 
 # ---------------------------------------------------------------------- helpers
@@ -270,13 +273,16 @@ def test_slice_function_environment_is_exactly_what_the_handler_reads(default: B
     env = fn["Properties"]["Environment"]["Variables"]
     pool_id = next(iter(default.resources("AWS::Cognito::UserPool")))
     bucket_id = next(iter(default.resources("AWS::S3::Bucket", {"VersioningConfiguration": {}})))
+    ledger_id = next(iter(default.resources("AWS::DynamoDB::Table")))
     assert env == {
+        "LEDGER_TABLE": {"Ref": ledger_id},
         "USER_POOL_ID": {"Ref": pool_id},
         "POLICY_FILE": "policy.json",
         "POLICY_HASH": load_policy_file(EXAMPLE_POLICY).hash,
         "REPORT_BUCKET": {"Ref": bucket_id},
         "REPORT_PREFIX": "mfa-policy/",
         "AUTH": "admin",
+        "RUN_TIMEOUT_SECONDS": "86400",
         "POWERTOOLS_SERVICE_NAME": "mfa-policy",
         "POWERTOOLS_METRICS_NAMESPACE": "MfaPolicy",
     }
@@ -430,38 +436,95 @@ def test_functions_may_write_only_their_own_log_group(default: Built) -> None:
         ]
 
 
-def test_no_table_access_without_a_token_table(default: Built) -> None:
-    assert "dynamodb:" not in as_text(default.resources("AWS::IAM::Policy"))
+def test_no_table_access_without_a_token_table_or_a_ledger() -> None:
+    built = build(ledger=False)
+    assert "dynamodb:" not in as_text(built.resources("AWS::IAM::Policy"))
+    assert "cloudtrail:" not in as_text(built.resources("AWS::IAM::Policy"))
+    assert not built.resources("AWS::DynamoDB::Table")
+    _, fn = built.function(SLICE)
+    assert "LEDGER_TABLE" not in fn["Properties"]["Environment"]["Variables"]
+
+
+def test_ledger_table_is_on_demand_encrypted_recoverable_and_retained(default: Built) -> None:
+    ((_, table),) = default.resources("AWS::DynamoDB::Table").items()
+    props = table["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["KeySchema"] == [
+        {"AttributeName": "pool", "KeyType": "HASH"},
+        {"AttributeName": "sub", "KeyType": "RANGE"},
+    ]
+    assert table["DeletionPolicy"] == "Retain"
+
+
+def test_slice_function_gets_exactly_the_ledger_calls_and_cloudtrail_lookups(
+    default: Built,
+) -> None:
+    table_id = next(iter(default.resources("AWS::DynamoDB::Table")))
+    statements = default.statements(SLICE)
+    table = [s for s in statements if "dynamodb:" in as_text(s["Action"])]
+    assert len(table) == 1
+    assert sorted(table[0]["Action"]) == [
+        "dynamodb:BatchGetItem",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+    ]
+    resources = table[0]["Resource"]
+    assert (resources if isinstance(resources, list) else [resources]) == [
+        {"Fn::GetAtt": [table_id, "Arn"]}
+    ]
+    lookups = [s for s in statements if "cloudtrail:" in as_text(s["Action"])]
+    assert len(lookups) == 1 and lookups[0]["Resource"] == "*"  # no resource-level permissions
+    actions = lookups[0]["Action"]
+    cloudtrail = [
+        a for a in ([actions] if isinstance(actions, str) else actions) if "cloudtrail" in a
+    ]
+    assert cloudtrail == ["cloudtrail:LookupEvents"]
+    assert all("cloudtrail:" not in as_text(default.statements(h)) for h in (ON_EVENT, IS_COMPLETE))
+
+
+def test_a_given_ledger_table_is_used_and_none_is_created() -> None:
+    def props(stack: Stack) -> dict[str, Any]:
+        return {"ledger_table": dynamodb.Table.from_table_name(stack, "Ledger", "my-ledger")}
+
+    built = build(props=props)
+    assert not built.resources("AWS::DynamoDB::Table")
+    _, fn = built.function(SLICE)
+    assert fn["Properties"]["Environment"]["Variables"]["LEDGER_TABLE"] == "my-ledger"
 
 
 def test_token_table_switches_auth_and_names_the_table(custom: Built) -> None:
     _, fn = custom.function(SLICE)
     env = fn["Properties"]["Environment"]["Variables"]
-    table_id = next(iter(custom.resources("AWS::DynamoDB::Table")))
+    table_id = next(iter(custom.resources("AWS::DynamoDB::Table", {"KeySchema": TOKEN_KEYS})))
     assert env["AUTH"] == "access-token"
     assert env["TOKEN_TABLE"] == {"Ref": table_id}
 
 
-def test_token_table_is_granted_read_only(custom: Built) -> None:
-    table_id = next(iter(custom.resources("AWS::DynamoDB::Table")))
-    table_statements = [s for s in custom.statements(SLICE) if "dynamodb:" in as_text(s["Action"])]
-    assert len(table_statements) == 1
-    (statement,) = table_statements
-    assert all(
-        action.split(":")[1].startswith(
-            ("Get", "BatchGet", "Query", "Scan", "Describe", "ConditionCheck")
-        )
-        for action in statement["Action"]
-    ), statement["Action"]
-    resources = statement["Resource"]
-    assert {"Fn::GetAtt": [table_id, "Arn"]} in (
-        resources if isinstance(resources, list) else [resources]
-    )
+def test_token_table_is_granted_batch_get_item_only(custom: Built) -> None:
+    # Scan or Query would let the function read every stored token; the runner only ever
+    # fetches a page's tokens by key.
+    table_id = next(iter(custom.resources("AWS::DynamoDB::Table", {"KeySchema": TOKEN_KEYS})))
+    table_statements = [
+        s
+        for s in custom.statements(SLICE)
+        if "dynamodb:" in as_text(s["Action"]) and table_id in as_text(s["Resource"])
+    ]
+    assert table_statements == [
+        {
+            "Action": "dynamodb:BatchGetItem",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [table_id, "Arn"]},
+        }
+    ]
 
 
 def test_access_token_mode_drops_the_admin_cognito_actions(custom: Built) -> None:
     (statement,) = [s for s in custom.statements(SLICE) if "cognito-idp" in as_text(s["Action"])]
     assert set(statement["Action"]) == POOL_ACTIONS - {
+        "cognito-idp:AdminGetUserAuthFactors",
         "cognito-idp:AdminGetUser",
         "cognito-idp:AdminSetUserMFAPreference",
     }
@@ -469,6 +532,7 @@ def test_access_token_mode_drops_the_admin_cognito_actions(custom: Built) -> Non
 
 def test_slice_function_reads_and_writes_reports_under_the_prefix_only(default: Built) -> None:
     bucket_id = _report_bucket_id(default)
+    pool_id = next(iter(default.resources("AWS::Cognito::UserPool")))
     s3_statements = [s for s in default.statements(SLICE) if "s3:" in as_text(s["Action"])]
     assert sorted(s3_statements, key=as_text) == sorted(
         [
@@ -484,6 +548,22 @@ def test_slice_function_reads_and_writes_reports_under_the_prefix_only(default: 
                 "Condition": {"StringLike": {"s3:prefix": ["mfa-policy/*"]}},
                 "Effect": "Allow",
                 "Resource": {"Fn::GetAtt": [bucket_id, "Arn"]},
+            },
+            {
+                # Giving the run lock back is the only delete.
+                "Action": "s3:DeleteObject",
+                "Effect": "Allow",
+                "Resource": {
+                    "Fn::Join": [
+                        "",
+                        [
+                            {"Fn::GetAtt": [bucket_id, "Arn"]},
+                            "/mfa-policy/locks/",
+                            {"Ref": pool_id},
+                            ".json",
+                        ],
+                    ]
+                },
             },
         ],
         key=as_text,
@@ -604,17 +684,65 @@ def test_given_report_bucket_creates_no_bucket(custom: Built) -> None:
 # ---------------------------------------------------------------------- the state machine
 
 
-def test_state_machine_runs_a_slice_then_loops_until_done(default: Built) -> None:
-    asl = definition(_machine(default))
-    assert asl["StartAt"] == "RunSlice"
-    run_slice = asl["States"]["RunSlice"]
+def test_state_machine_takes_the_lock_then_loops_slices_until_done(default: Built) -> None:
+    states = definition(_machine(default))["States"]
+    assert definition(_machine(default))["StartAt"] == "AcquireLock"
+    acquire = states["AcquireLock"]
+    assert acquire["Parameters"] == {
+        "action": "acquire_lock",
+        "owner.$": "$$.Execution.Id",
+        "run.$": "$",
+    }
+    assert acquire["ResultPath"] == "$.lock"  # the run's input stays, with the lock beside it
+    taken = states[acquire["Next"]]
+    assert taken["Type"] == "Choice"
+    assert taken["Choices"] == [
+        {"Variable": "$.lock.acquired", "BooleanEquals": True, "Next": "RunSlice"},
+        {"Variable": "$.lock.wait", "BooleanEquals": True, "Next": "WaitForLock"},
+    ]
+    assert states["WaitForLock"] == {"Type": "Wait", "Seconds": 60, "Next": "AcquireLock"}
+    assert states[taken["Default"]] == {"Type": "Succeed", "OutputPath": "$.lock.output"}
+    run_slice = states["RunSlice"]
     assert run_slice["Type"] == "Task"
-    assert "Parameters" not in run_slice  # the whole state is the payload
-    choice = asl["States"][run_slice["Next"]]
+    # The whole state is the payload, with the execution beside it for the slice's log lines.
+    assert run_slice["Parameters"] == {"execution.$": "$$.Execution.Id", "run.$": "$"}
+    choice = states[run_slice["Next"]]
     assert choice["Type"] == "Choice"
-    assert choice["Choices"] == [{"Variable": "$.done", "BooleanEquals": True, "Next": "Finished"}]
+    assert choice["Choices"] == [
+        {"Variable": "$.done", "BooleanEquals": True, "Next": "ReleaseLock"}
+    ]
     assert choice["Default"] == "RunSlice"
-    assert asl["States"]["Finished"] == {"Type": "Succeed"}
+    assert states["ReleaseLock"]["Next"] == "Finished"
+    assert states["Finished"] == {"Type": "Succeed"}
+
+
+def test_every_way_out_of_a_run_gives_the_lock_back(default: Built) -> None:
+    states = definition(_machine(default))["States"]
+    release = {"action": "release_lock", "owner.$": "$$.Execution.Id", "run.$": "$"}
+    for name in ("ReleaseLock", "ReleaseLockAfterFailure"):
+        assert states[name]["Parameters"] == release
+        assert states[name]["ResultPath"] is None  # the run's output passes through
+    # A slice or the lock that fails (after its retries; a run past run_timeout fails its
+    # slice) goes through the release, then fails the execution with the slice's own error.
+    for name in ("AcquireLock", "RunSlice"):
+        assert states[name]["Catch"] == [
+            {
+                "ErrorEquals": ["States.ALL"],
+                "ResultPath": "$.error",
+                "Next": "ReleaseLockAfterFailure",
+            }
+        ]
+    assert states["ReleaseLockAfterFailure"]["Next"] == "RunFailed"
+    assert states["RunFailed"] == {
+        "Type": "Fail",
+        "ErrorPath": "$.error.Error",
+        "CausePath": "$.error.Cause",
+    }
+    # A lock that cannot be given back runs out with its lease: it fails no run.
+    assert states["ReleaseLock"]["Catch"][0]["Next"] == "Finished"
+    assert states["ReleaseLockAfterFailure"]["Catch"][0]["Next"] == "RunFailed"
+    terminal = {n for n, st in states.items() if st["Type"] in ("Succeed", "Fail")}
+    assert terminal == {"Finished", "Refused", "RunFailed"}
 
 
 def test_run_slice_invokes_the_slice_function_and_keeps_only_its_result(default: Built) -> None:
@@ -637,11 +765,17 @@ def test_run_slice_retries_lambda_service_errors_and_throttles_with_backoff(defa
     assert all(retry["BackoffRate"] >= 2 for retry in retries)
 
 
-def test_state_machine_logs_everything_traces_and_times_out_after_a_day(default: Built) -> None:
+def test_state_machine_logs_everything_traces_and_backs_up_the_run_timeout(
+    default: Built,
+) -> None:
     machine = _machine(default)["Properties"]
     assert machine["LoggingConfiguration"]["Level"] == "ALL"
     assert machine["TracingConfiguration"] == {"Enabled": True}
-    assert definition(_machine(default))["TimeoutSeconds"] == 24 * 3600
+    # The run stops itself at a slice boundary past a day and gives its lock back; the
+    # execution's own timeout (no way to give the lock back from there) only backs that up.
+    _, fn = default.function(SLICE)
+    assert fn["Properties"]["Environment"]["Variables"]["RUN_TIMEOUT_SECONDS"] == "86400"
+    assert definition(_machine(default))["TimeoutSeconds"] == 24 * 3600 + 20 * 60
 
 
 # ---------------------------------------------------------------------- the deploy run
@@ -1070,3 +1204,57 @@ def test_grant_submit_plan_allows_uploading_plans_and_starting_a_run_only() -> N
     put = next(s for s in statements if "s3:PutObject" in s["Action"])
     assert "mfa-policy/plans/*" in as_text(put["Resource"])
     assert mfa.plan_prefix == "mfa-policy/plans/"
+
+
+def test_the_cloudtrail_wildcard_is_acknowledged_with_why_it_must_be_star(default: Built) -> None:
+    acknowledged = json.dumps(
+        [entry.data for entry in default.mfa.function.role.node.metadata]  # type: ignore[union-attr]
+    )
+    assert "AwsSolutions-IAM5[Resource::*]" in acknowledged
+    assert "cloudtrail:LookupEvents supports no resource-level permissions" in acknowledged
+
+
+@pytest.fixture(scope="module")
+def realtime() -> Built:
+    return build(realtime="apply")
+
+
+def test_realtime_adds_a_rule_on_cognito_cloudtrail_events_for_the_changed_user_function(
+    realtime: Built,
+) -> None:
+    from mfa_policy.aws.cloudtrail import STATE_CHANGING_EVENTS
+
+    rules = realtime.resources("AWS::Events::Rule", {"EventPattern": {}})
+    (rule,) = rules.values()
+    pattern = rule["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.cognito-idp"]
+    assert "AWS API Call via CloudTrail" in pattern["detail-type"]
+    assert set(pattern["detail"]["eventName"]) == set(STATE_CHANGING_EVENTS)
+    fn_id, fn = realtime.function("mfa_policy.handlers.changed_user_handler")
+    assert rule["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": [fn_id, "Arn"]}
+    env = fn["Properties"]["Environment"]["Variables"]
+    assert env["REALTIME_MODE"] == "apply" and "LEDGER_TABLE" in env
+    assert fn["Properties"]["Timeout"] == 60
+
+
+def test_realtime_drift_may_not_write_and_neither_may_read_cloudtrail() -> None:
+    built = build(realtime="drift")
+    statements = built.statements("mfa_policy.handlers.changed_user_handler")
+    actions = as_text([s["Action"] for s in statements])
+    assert "cognito-idp:AdminGetUser" in actions
+    assert "AdminSetUserMFAPreference" not in actions
+    assert "cloudtrail:" not in actions
+    report = AwsSolutionsChecks().validate_scope(built.mfa)
+    assert [v.rule_name for v in report.violations] == []
+
+
+def test_realtime_needs_the_ledger_and_admin_auth() -> None:
+    with pytest.raises(ValueError, match="realtime needs the ledger"):
+        build(realtime="apply", ledger=False)
+    with pytest.raises(ValueError, match="realtime must be"):
+        build(realtime="sometimes")
+
+
+def test_no_realtime_rule_by_default(default: Built) -> None:
+    assert not default.resources("AWS::Events::Rule", {"EventPattern": {}})
+    assert default.mfa.changed_user_function is None

@@ -179,3 +179,25 @@ def test_a_pool_changed_after_the_construct_is_checked_again_at_synth() -> None:
 
     with pytest.raises(RuntimeError, match=r"the policy enables .* does not offer"):
         Template.from_stack(stack)
+
+
+def test_the_dashboard_draws_outcomes_over_time_per_rule() -> None:
+    _, mfa, template = build(dashboard=True)
+    (board,) = resources(template, "AWS::CloudWatch::Dashboard").values()
+    body = json.dumps(board["Properties"]["DashboardBody"])
+    for title in (
+        "Drift runs by rule: would_change",
+        "Drift runs by rule: blocked",
+        "Drift runs by rule: guarded",
+        "Apply runs by rule: changed",
+        "Apply runs by rule: blocked",
+        "Apply runs by rule: guarded",
+    ):
+        assert title in body
+    for rule in ("admins", "everyone"):  # the rules of mfa-policy.yaml
+        assert f'\\"Rule\\",\\"{rule}\\"' in body
+    assert mfa.metric("changed", mode="apply", rule="admins").dimensions["Rule"] == "admins"
+    with pytest.raises(ValueError, match="rule must be one of the policy's"):
+        mfa.metric("blocked", rule="nobody")
+    with pytest.raises(ValueError, match="drift runs count would_change, blocked, guarded"):
+        mfa.metric("compliant", rule="admins")

@@ -170,7 +170,7 @@ def test_http_server_speaks_cognito_json_to_boto3_and_to_the_gateway():
         assert gateway.pool_mfa_config().factors == {Factor.TOTP, Factor.SMS}
         read = gateway.admin_read(page.users[0].username)
         local = BenchCognito(latency=None, quotas=None)  # the same users, in-process
-        assert read.mfa == mfa_state_of(local.pool(local.create_pool(200)).user(0))
+        assert read.mfa == mfa_state_of(local.pool(local.create_pool(200)).user(0))[0]
         with pytest.raises(ClientError) as error:
             remote.client().admin_set_user_mfa_preference(
                 UserPoolId=pool_id,

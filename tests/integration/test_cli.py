@@ -237,7 +237,7 @@ def test_format_json_prints_parseable_json_with_counts(cli, policy_file, demo_po
     assert summary["user_pool_id"] == pool.pool_id and summary["mode"] == "drift"
     assert sum(summary["counts"]["by_outcome"].values()) == pool.total == summary["users"]
     assert summary["counts"]["by_outcome"]["excluded"] == 2 + pool.counts["service_account"]
-    assert 0 < summary["counts"]["api_calls"]["admin_get_user"] <= pool.total
+    assert 0 < summary["counts"]["api_calls"]["admin_get_user_auth_factors"] <= pool.total
     assert Path(summary["report_dir"], "users.jsonl").exists()
 
 

@@ -28,5 +28,15 @@ def test_demo_runs_drift_apply_drift_and_writes_three_reports(tmp_path):
     assert applied["changed"] > 0
     assert last["would_change"] == 0
     assert last["needs_enrollment"] > 0 and last["blocked"] > 0
+    # The states real pools have: passwordless users are guarded (nothing sent), unconfirmed
+    # ones skipped, legacy SMS users read as SMS on and moved to the current API.
+    assert first["guarded"] > 0 and applied["guarded"] == first["guarded"]
+    drift_rows = [
+        json.loads(line)
+        for line in (tmp_path / "1-drift" / "users.jsonl").read_text("utf-8").splitlines()
+    ]
+    assert any(r["reason"].startswith("unconfirmed:") for r in drift_rows)
+    assert any(r.get("legacy_sms") for r in drift_rows)
+    assert "legacy MFAOptions only" in output.getvalue()
     assert json.loads((tmp_path / "policy.json").read_text("utf-8"))["version"] == 1
     assert "drift now finds" in output.getvalue()

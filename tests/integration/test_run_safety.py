@@ -33,7 +33,7 @@ from mfa_policy.standin import CognitoStandIn
 
 PHONE = "+15550100123"
 FAST = {"user_read": 400, "user_resource_update": 200, "user_list": 100}
-TOKEN_OPERATIONS = ("GetUser", "SetUserMFAPreference")
+TOKEN_OPERATIONS = ("GetUserAuthFactors", "GetUser", "SetUserMFAPreference")
 
 #: admins lose SMS; everyone else keeps it beside a preferred TOTP.
 ADMINS_AND_EVERYONE = parse_policy(
@@ -149,13 +149,18 @@ def test_a_token_of_another_user_is_token_invalid_and_never_used(
     assert mfa_of(standin, pool_id, "mallory") == BOTH_TOTP_PREFERRED
     assert rows["mallory"]["outcome"] == "changed"
     assert rows["mallory"]["after"] == BOTH_TOTP_PREFERRED
-    assert sent.count(mallorys) == {"GetUser": 1, "SetUserMFAPreference": 1}  # mallory's row
+    assert sent.count(mallorys) == {
+        "GetUserAuthFactors": 1,
+        "GetUser": 0,
+        "SetUserMFAPreference": 1,
+    }
     assert mfa_of(standin, pool_id, "alice") == BOTH_SMS_PREFERRED
 
 
 class AnswersForAnotherUser:
-    """A client whose GetUser answers for another token's user: what a token whose claims
-    were edited, or a confused token service, would look like from here."""
+    """A client whose token reads (GetUserAuthFactors, and GetUser, the fallback) answer for
+    another token's user: what a token whose claims were edited, or a confused token service,
+    would look like from here."""
 
     def __init__(self, client: Any, swap: Mapping[str, str]) -> None:
         self._client = client
@@ -164,11 +169,16 @@ class AnswersForAnotherUser:
     def get_user(self, AccessToken: str) -> Any:
         return self._client.get_user(AccessToken=self._swap.get(AccessToken, AccessToken))
 
+    def get_user_auth_factors(self, AccessToken: str) -> Any:
+        return self._client.get_user_auth_factors(
+            AccessToken=self._swap.get(AccessToken, AccessToken)
+        )
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
 
-def test_a_token_that_get_user_answers_for_another_sub_is_never_written_with(
+def test_a_token_that_cognito_answers_for_another_user_is_never_written_with(
     standin, pool_id, make_user, token_table, tmp_path
 ):
     seed_totp_and_sms(make_user, pool_id, "alice", groups=["admins"])
@@ -204,7 +214,7 @@ def test_a_token_of_another_pool_is_token_invalid_and_nothing_is_sent_with_it(
 
     assert rows["alice"]["outcome"] == "token_invalid"
     assert rows["alice"]["reason"].startswith("token_other_pool: ")
-    assert sent.count(foreign) == {"GetUser": 0, "SetUserMFAPreference": 0}
+    assert sent.count(foreign) == {"GetUserAuthFactors": 0, "GetUser": 0, "SetUserMFAPreference": 0}
     assert mfa_of(standin, other_pool, "alice") == BOTH_SMS_PREFERRED
     assert mfa_of(standin, pool_id, "alice") == BOTH_SMS_PREFERRED
     assert rows["bob"]["outcome"] == "changed"  # the rest of the run goes on
@@ -300,7 +310,8 @@ def test_a_write_whose_every_answer_was_lost_is_read_again_and_reported_as_it_st
     for name in ("landed", "lost", "slow", "clean"):
         seed_totp_and_sms(make_user, pool_id, name)
     # landed: every attempt is applied, then answered 500. lost: every attempt answered 500,
-    # none applied. slow: every attempt outlasts the client's read timeout and is applied late.
+    # none applied. slow: every attempt outlasts the client's read timeout and is applied late,
+    # but before the read that follows the last of the 3 timed-out attempts (3 x 0.3 s).
     standin.server_errors(
         "AdminSetUserMFAPreference",
         times=None,
@@ -312,7 +323,7 @@ def test_a_write_whose_every_answer_was_lost_is_read_again_and_reported_as_it_st
     )
     standin.stall(
         "AdminSetUserMFAPreference",
-        1.0,
+        0.5,
         times=None,
         match=lambda body: body.get("Username") == "slow",
     )

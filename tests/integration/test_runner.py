@@ -62,8 +62,9 @@ EXPECTED: dict[str, Expect] = {
     "no_mfa_without_phone": Expect("blocked", "blocked", state(), 0, 1),
     # {sms} sms, no token: probe rejected; already has everything else it can have.
     "sms_preferred": Expect("needs_enrollment", "needs_enrollment", SMS_ONLY, 0, 1),
-    # {sms} sms with a verified token: drift cannot see it; the apply's probe is accepted.
-    "totp_verified_sms_preferred": Expect("needs_enrollment", "changed", BOTH_TOTP, 1, 0),
+    # {sms} sms with a verified token: AdminGetUserAuthFactors shows it (SOFTWARE_TOKEN), so
+    # drift knows apply will enable it, and apply needs no probe.
+    "totp_verified_sms_preferred": Expect("would_change", "changed", BOTH_TOTP, 1, 0),
     "totp_and_sms_no_preference": Expect("would_change", "changed", BOTH_TOTP, 1, 0),
     "totp_and_sms_sms_preferred": Expect("would_change", "changed", BOTH_TOTP, 1, 0),
     "totp_preferred": Expect("compliant", "compliant", BOTH_TOTP, 0, 0),
@@ -74,6 +75,16 @@ EXPECTED: dict[str, Expect] = {
     "break_glass": Expect("excluded", "excluded", SMS_ONLY, 0, 0),
     "disabled": Expect("skipped", "skipped", SMS_ONLY, 0, 0),
     "federated": Expect("skipped", "skipped", state(), 0, 0),
+    # {sms} - through MFAOptions only: TOTP probe rejected; SMS then set with the current API.
+    "legacy_sms": Expect("needs_enrollment", "needs_enrollment", state("sms"), 1, 1),
+    # {totp,sms} sms, TOTP re-associated and not verified: nothing can be done until the user
+    # verifies it; SMS stays their factor in effect, and no write is sent.
+    "stale_totp": Expect(
+        "needs_enrollment", "needs_enrollment", state("totp", "sms", preferred="sms"), 0, 0
+    ),
+    # {} -, signs in without a password (MFA OPTIONAL): turning a factor on could lock out.
+    "passwordless": Expect("guarded", "guarded", state(), 0, 0),
+    "unconfirmed": Expect("skipped", "skipped", SMS_ONLY, 0, 0),
 }
 FIXABLE_KINDS = {kind for kind, e in EXPECTED.items() if e.apply == "changed"}
 #: Users whose outcome does not depend on their MFA state: the runner need not read them.
@@ -97,7 +108,12 @@ def pool_state(standin: CognitoStandIn, pool_id: str) -> dict[str, State]:
                 name
                 for name, on in (
                     ("totp", user.software_token_mfa_enabled),
-                    ("sms", user.sms_mfa_enabled),
+                    # SMS MFA through the legacy MFAOptions only is SMS in effect.
+                    (
+                        "sms",
+                        user.sms_mfa_enabled
+                        or standin.fidelity.user_flag("legacy_sms", pool_id, user.id),
+                    ),
                     ("email", standin.fidelity.email_mfa_enabled(pool_id, user.id)),
                 )
                 if on
@@ -173,7 +189,7 @@ class WriteLog:
             1
             for params, error in self.calls[user]
             if error is not None
-            and "software token" in error
+            and ("software token" in error or "SOFTWARE_TOKEN_MFA" in error)
             and params["SoftwareTokenMfaSettings"]["Enabled"]
         )
 
@@ -565,7 +581,7 @@ def test_user_deleted_before_their_read_is_skipped_and_the_run_completes(
     standin, make_pool, make_user, tmp_path
 ):
     pool_id = small_pool(make_pool, make_user)
-    delete_on(standin, pool_id, "u3", "AdminGetUser")
+    delete_on(standin, pool_id, "u3", "AdminGetUserAuthFactors")
 
     summary, rows = run(standin, pool_id, Mode.APPLY, tmp_path, "apply")
 
@@ -617,7 +633,12 @@ def test_report_files_hold_the_summary_rows_csv_and_markdown(standin, demo_pool,
     assert set(by_rule) == {"admins", "everyone", "(no rule)"}
     calls = saved["counts"]["api_calls"]
     in_scope = sum(n for kind, n in pool.counts.items() if kind not in OUT_OF_SCOPE)
-    assert in_scope <= calls["admin_get_user"] == standin.calls["AdminGetUser"] <= pool.total
+    assert (
+        in_scope
+        <= calls["admin_get_user_auth_factors"]
+        == standin.calls["AdminGetUserAuthFactors"]
+        <= pool.total
+    )
     assert calls["list_users"] == standin.calls["ListUsers"] == 2  # 61 users: two pages
     assert calls["get_user_pool_mfa_config"] == 1
     assert calls["admin_set_user_mfa_preference"] == standin.calls["AdminSetUserMFAPreference"]
@@ -855,7 +876,8 @@ def test_unmanaged_and_deferred_users_are_not_read_and_their_rows_say_so(
     assert all(row["rule"] == "admins" for row in deferred)
     assert all(row["reason"] == "outside the rule's 50% rollout; not read" for row in deferred)
     read = sum(1 for row in rows if row["before"] is not None)
-    assert summary["counts"]["api_calls"]["admin_get_user"] == read
+    calls = summary["counts"]["api_calls"]
+    assert calls.get("admin_get_user_auth_factors", 0) + calls.get("admin_get_user", 0) == read
     assert read == len(rows) - sum(
         outcomes[o] for o in ("unmanaged", "deferred", "excluded", "skipped")
     )

@@ -492,6 +492,50 @@ def test_sets_email_mfa_on_a_pool_with_email_mfa(run, cognito, make_pool, make_u
     assert mfa_of(cognito, pool, "ana") == ({"EMAIL_OTP"}, "EMAIL_OTP")
 
 
+def test_turns_passkey_mfa_on_like_the_aws_cli_beside_the_users_totp(
+    run, cognito, standin, make_pool, make_user
+):
+    pool = make_pool(passkey=True)
+    make_user(pool, "ana", totp_enabled=True, preferred="totp", passkey=True)
+    result = run(
+        f"admin-set-user-mfa-preference --user-pool-id {pool} --username ana "
+        "--web-authn-mfa-settings Enabled=true --output json"
+    )
+    assert result.code == 0, result.err
+    # Cognito refuses WebAuthnMfaSettings alone, so TOTP's setting goes in the same request.
+    assert json.loads(result.out)["request"] == {
+        "SoftwareTokenMfaSettings": {"Enabled": True, "PreferredMfa": True},
+        "WebAuthnMfaSettings": {"Enabled": True},
+    }
+    assert mfa_of(cognito, pool, "ana") == (
+        {"SOFTWARE_TOKEN_MFA", "WEB_AUTHN_MFA"},
+        "SOFTWARE_TOKEN_MFA",
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "pool_kwargs", "message"),
+    [
+        ("Enabled=true,PreferredMfa=true", {"passkey": True}, 'unknown parameter "PreferredMfa"'),
+        ("Enabled=true", {"passkey": True}, "passkey MFA needs another MFA factor"),
+        ("Enabled=true", {}, "does not let passkeys count as MFA"),
+    ],
+    ids=["no-preference", "alone", "pool-without-passkey-mfa"],
+)
+def test_refuses_passkey_mfa_cognito_would_reject(
+    settings, pool_kwargs, message, run, standin, make_pool, make_user
+):
+    pool = make_pool(**pool_kwargs)
+    make_user(pool, "ana", passkey=True)
+    result = run(
+        f"admin-set-user-mfa-preference --user-pool-id {pool} --username ana "
+        f"--web-authn-mfa-settings {settings}"
+    )
+    assert result.code == 1
+    assert message in result.err
+    assert writes(standin) == 0
+
+
 def test_refuses_turning_a_factor_off_when_the_pool_requires_mfa(
     run, standin, make_pool, make_user
 ):

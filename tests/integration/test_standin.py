@@ -130,9 +130,10 @@ def test_admin_set_totp_without_verified_token_is_rejected(cognito, pool_id, mak
         cognito.admin_set_user_mfa_preference(
             UserPoolId=pool_id, Username="alice", SoftwareTokenMfaSettings=TOTP_PREFERRED
         )
+    # The service's current wording (aws/aws-sdk-js-v3#4645).
     assert error_of(exc) == (
         "InvalidParameterException",
-        "User has not verified software token mfa",
+        "User does not have delivery config set to turn on SOFTWARE_TOKEN_MFA",
     )
 
 
@@ -477,13 +478,16 @@ def test_disabled_users_token_is_rejected_by_set_user_mfa_preference(
 ):
     make_user(pool_id, "alice", phone=PHONE)
     token = standin.issue_access_token(pool_id, "alice")
+    # AdminDisableUser revokes the user's tokens, and enabling them again does not restore
+    # them.
     cognito.admin_disable_user(UserPoolId=pool_id, Username="alice")
     with pytest.raises(ClientError) as exc:
         cognito.set_user_mfa_preference(AccessToken=token, SMSMfaSettings=SMS_ON)
-    assert error_of(exc) == ("NotAuthorizedException", "User is disabled.")
+    assert error_of(exc) == ("NotAuthorizedException", "Access Token has been revoked")
+    cognito.admin_enable_user(UserPoolId=pool_id, Username="alice")
     with pytest.raises(ClientError) as exc:
         cognito.get_user(AccessToken=token)
-    assert error_of(exc) == ("NotAuthorizedException", "User is disabled.")
+    assert error_of(exc) == ("NotAuthorizedException", "Access Token has been revoked")
 
 
 def test_revoked_token_is_rejected(standin, cognito, pool_id, make_user):

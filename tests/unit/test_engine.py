@@ -3,7 +3,9 @@
 import pytest
 
 from mfa_policy.core.engine import (
+    Guard,
     Mode,
+    PoolFacts,
     Rejection,
     after_rejection,
     apply_request,
@@ -195,7 +197,7 @@ def test_first_matching_rule_wins():
             False,
         ),
         ({"status": ["FORCE_CHANGE_PASSWORD"]}, user(status="FORCE_CHANGE_PASSWORD"), True),
-        ({"status": ["CONFIRMED"]}, user(status="UNCONFIRMED"), False),
+        ({"status": ["CONFIRMED"]}, user(status="FORCE_CHANGE_PASSWORD"), False),
         ({"groups": ["a"], "usernames": ["alice"]}, user(groups=["a"]), True),
         ({"groups": ["a"], "usernames": ["bob"]}, user(groups=["a"]), False),
     ],
@@ -404,3 +406,85 @@ def test_rollout_grows_monotonically():
     assert at_10 < at_50
     assert all(in_rollout(s, 100) for s in subs)
     assert not any(in_rollout(s, 0) for s in subs)
+
+
+# ---- Cognito as it really is (issue 11) ----------------------------------------------------
+
+
+PASSKEY = Factor.PASSKEY
+PASSWORD_AND_TOKEN = frozenset({"PASSWORD", "SOFTWARE_TOKEN"})
+
+
+def test_legacy_sms_is_sms_in_effect_and_is_turned_off_with_the_current_api():
+    u = user(state(SMS), legacy_sms=True, auth_factors=frozenset({"PASSWORD"}))
+    d = decide(policy(rule({"sms": "disabled"})), u, Mode.DRIFT)
+    # SMS is the user's only factor: the guard keeps it, and says so.
+    assert d.outcome is Outcome.GUARDED and d.reason.startswith("last_factor")
+    d = decide(policy(rule({"sms": "disabled", "totp": "enabled"})), u, Mode.DRIFT)
+    assert d.outcome is Outcome.NEEDS_ENROLLMENT and d.legacy_sms
+
+
+def test_legacy_sms_kept_on_is_moved_to_the_current_api_with_one_sms_block():
+    u = user(state(SMS), legacy_sms=True)
+    d = decide(policy(rule({"sms": "enabled"})), u, Mode.APPLY)
+    assert d.outcome is Outcome.CHANGED
+    assert d.request.to_dict() == {"sms": {"enabled": True, "preferred": False}}
+
+
+def test_a_stale_totp_is_not_counted_as_the_factor_the_user_keeps():
+    # Listed, but the read shows no software token: re-associated and never verified.
+    u = user(state(TOTP, SMS, preferred=SMS), auth_factors=frozenset({"PASSWORD"}))
+    d = decide(policy(rule({"totp": "preferred", "sms": "disabled"})), u, Mode.APPLY)
+    assert d.outcome is Outcome.NEEDS_ENROLLMENT and d.request is None
+    assert Guard.LAST_FACTOR in d.guards
+
+
+def test_a_refused_totp_write_makes_the_listed_totp_stale_and_keeps_sms():
+    u = user(state(TOTP, SMS, preferred=SMS))  # AdminGetUser: no auth factors to tell
+    d = decide(policy(rule({"totp": "preferred", "sms": "disabled"})), u, Mode.APPLY)
+    assert set(d.request.blocks) == {TOTP, SMS}
+    follow = after_rejection(d, Rejection.TOTP_NOT_VERIFIED)
+    assert follow.request is None and follow.target == u.mfa
+    assert follow.outcome is Outcome.NEEDS_ENROLLMENT
+
+
+@pytest.mark.parametrize(("pool_mfa", "guarded"), [("OPTIONAL", True), ("ON", False)])
+def test_a_passwordless_user_gets_no_factor_turned_on_in_an_optional_pool(pool_mfa, guarded):
+    u = user(auth_factors=frozenset({"SMS_OTP"}))
+    d = decide(policy(rule({"sms": "enabled"})), u, Mode.APPLY, pool=PoolFacts(pool_mfa))
+    assert (d.outcome is Outcome.GUARDED and d.request is None) is guarded
+    if guarded:
+        assert d.reason.startswith("passwordless:")
+
+
+def test_a_required_pool_plans_only_the_preference_change():
+    u = user(state(TOTP, SMS, preferred=SMS), auth_factors=PASSWORD_AND_TOKEN)
+    p = policy(rule({"totp": "preferred", "sms": "disabled"}))
+    d = decide(p, u, Mode.APPLY, pool=PoolFacts("ON"))
+    assert d.outcome is Outcome.GUARDED and "pool_requires_mfa: sms kept" in d.reason
+    assert apply_request(u.mfa, d.request) == state(TOTP, SMS, preferred=TOTP)
+    assert all(w.enabled for w in d.request.blocks.values())
+
+
+def test_passkey_mfa_is_sent_beside_a_repeated_enabled_factor():
+    u = user(state(TOTP, preferred=TOTP), auth_factors=PASSWORD_AND_TOKEN | {"WEB_AUTHN"})
+    d = decide(policy(rule({"passkey": "enabled"})), u, Mode.APPLY)
+    assert d.outcome is Outcome.CHANGED
+    assert d.request.to_dict() == {
+        "totp": {"enabled": True, "preferred": True},
+        "passkey": {"enabled": True, "preferred": False},
+    }
+    assert d.request.to_cognito()["WebAuthnMfaSettings"] == {"Enabled": True}
+
+
+def test_passkey_mfa_alone_is_guarded_and_nothing_is_sent():
+    u = user(auth_factors=frozenset({"PASSWORD", "WEB_AUTHN"}))
+    d = decide(policy(rule({"passkey": "enabled"})), u, Mode.APPLY)
+    assert d.outcome is Outcome.GUARDED and d.request is None
+    assert Guard.PASSKEY_NEEDS_ANOTHER_FACTOR in d.guards
+
+
+@pytest.mark.parametrize("status", ["UNCONFIRMED", "RESET_REQUIRED"])
+def test_users_cognito_refuses_changes_for_are_skipped_from_the_listing(status):
+    d = decide(policy(rule({"sms": "enabled"})), user(status=status), Mode.APPLY)
+    assert d.outcome is Outcome.SKIPPED and d.reason.startswith(status.lower())

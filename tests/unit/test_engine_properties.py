@@ -1,19 +1,34 @@
 """Invariants of the engine over random users and policies (hypothesis)."""
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mfa_policy.core.engine import Mode, Rejection, after_rejection, apply_request, decide
-from mfa_policy.core.model import FACTOR_ORDER, Factor, MfaState, Outcome, User
+from mfa_policy.core.engine import (
+    Mode,
+    PoolFacts,
+    Rejection,
+    after_rejection,
+    apply_request,
+    decide,
+    in_effect,
+)
+from mfa_policy.core.model import CODE_FACTORS, FACTOR_ORDER, Factor, MfaState, Outcome, User
 from mfa_policy.core.policy import parse_policy
 
 SETTINGS = ["preferred", "enabled", "disabled"]
+OPTIONAL = PoolFacts("OPTIONAL")
+POOLS = st.sampled_from([PoolFacts("OPTIONAL"), PoolFacts("ON"), PoolFacts("OFF")])
 
 
 @st.composite
 def mfa_states(draw):
     enabled = frozenset(draw(st.sets(st.sampled_from(FACTOR_ORDER))))
-    preferred = draw(st.sampled_from([None, *sorted(enabled, key=FACTOR_ORDER.index)]))
+    if not enabled & CODE_FACTORS:  # Cognito keeps passkey MFA only beside another factor
+        enabled -= {Factor.PASSKEY}
+    choices = sorted(enabled - {Factor.PASSKEY}, key=FACTOR_ORDER.index)
+    preferred = draw(st.sampled_from([None, *choices]))
     return MfaState(enabled, preferred)
 
 
@@ -27,6 +42,11 @@ def rule_factors(draw):
     preferred = [k for k, v in factors.items() if v == "preferred"]
     for extra in preferred[1:]:
         factors[extra] = "enabled"
+    passkey = draw(st.sampled_from([None, "enabled", "disabled"]))
+    if passkey and not (
+        passkey == "enabled" and all(factors.get(f) == "disabled" for f in ("totp", "sms", "email"))
+    ):
+        factors["passkey"] = passkey
     return factors
 
 
@@ -58,19 +78,48 @@ def users(draw):
     if draw(st.booleans()):
         attributes["email"] = "u@example.com"
     mfa = draw(mfa_states())
+    if Factor.SMS in mfa.enabled:
+        attributes["phone_number"] = "+15550100"  # Cognito has it for every SMS user
+    # ConfiguredUserAuthFactors, or None when the read is AdminGetUser.
+    auth_factors = draw(
+        st.one_of(
+            st.none(),
+            st.sets(st.sampled_from(["PASSWORD", "SOFTWARE_TOKEN", "WEB_AUTHN"])).map(frozenset),
+        )
+    )
+    if auth_factors is not None and Factor.PASSKEY in mfa.enabled:
+        auth_factors |= {"WEB_AUTHN"}
     return User(
         username=draw(st.sampled_from(["alice", "bob", "bg"])),
         sub=draw(st.uuids()).hex,
-        status=draw(st.sampled_from(["CONFIRMED", "FORCE_CHANGE_PASSWORD", "EXTERNAL_PROVIDER"])),
+        status=draw(
+            st.sampled_from(
+                ["CONFIRMED", "FORCE_CHANGE_PASSWORD", "EXTERNAL_PROVIDER", "UNCONFIRMED"]
+            )
+        ),
         enabled=draw(st.booleans()),
         attributes=attributes,
         groups=frozenset(draw(st.sets(st.sampled_from(["admins", "staff"])))),
         mfa=mfa,
+        legacy_sms=Factor.SMS in mfa.enabled and mfa.preferred is None and draw(st.booleans()),
+        auth_factors=auth_factors,
     )
 
 
-def cognito_apply(u: User, request, *, totp_verified: bool):
+def cognito_apply(u: User, request, *, totp_verified: bool, pool: PoolFacts = OPTIONAL):
     """Cognito's answer: a Rejection, or the new state. Mirrors the fidelity layer's rules."""
+    assert u.status not in ("UNCONFIRMED", "RESET_REQUIRED"), "Cognito refuses these users"
+    if pool.requires_mfa:
+        assert all(w.enabled for w in request.blocks.values()), "no disable on a required pool"
+    passkey = request.blocks.get(Factor.PASSKEY)
+    if passkey is not None and passkey.enabled:
+        assert any(w.enabled for f, w in request.blocks.items() if f in CODE_FACTORS), (
+            "Cognito refuses passkey MFA turned on alone"
+        )
+        if not u.registered(Factor.PASSKEY) and Factor.PASSKEY not in u.mfa.enabled:
+            return Rejection.PASSKEY_NOT_REGISTERED
+    if Factor.TOTP in request.blocks and u.stale:
+        return Rejection.TOTP_NOT_VERIFIED  # "User has not set up software token mfa"
     for factor, write in request.blocks.items():
         if factor is Factor.SMS and "phone_number" not in u.attributes:
             return Rejection.NO_PHONE_NUMBER
@@ -88,23 +137,26 @@ def cognito_apply(u: User, request, *, totp_verified: bool):
     return apply_request(u.mfa, request)
 
 
-def run_apply(policy, u, *, totp_verified, probe_allowed=True):
+def run_apply(policy, u, *, totp_verified, probe_allowed=True, pool=OPTIONAL):
     """One apply: the decision, then follow-ups until Cognito accepts or nothing is left to send."""
-    d = decide(policy, u, Mode.APPLY, probe_allowed=probe_allowed)
+    d = decide(policy, u, Mode.APPLY, probe_allowed=probe_allowed, pool=pool)
     writes = 0
-    for _ in range(4):  # each rejection freezes one more factor; three factors bound the loop
+    for _ in range(5):  # each rejection freezes one more factor; four factors bound the loop
         if d.request is None:
             break
-        answer = cognito_apply(u, d.request, totp_verified=totp_verified)
+        answer = cognito_apply(u, d.request, totp_verified=totp_verified, pool=pool)
         if isinstance(answer, Rejection):
             d = after_rejection(d, answer)
             continue
         writes += 1
-        return (
-            d,
-            User(u.username, u.sub, u.status, u.enabled, u.attributes, u.groups, answer),
-            writes,
-        )
+        # An SMS block moves legacy SMS to the current API.
+        legacy = u.legacy_sms and Factor.SMS not in d.request.blocks
+        registered = u.auth_factors
+        totp_write = d.request.blocks.get(Factor.TOTP)
+        # Only a TOTP write Cognito accepted shows the token verified; a listed TOTP may be stale.
+        if registered is not None and totp_verified and totp_write and totp_write.enabled:
+            registered = registered | {"SOFTWARE_TOKEN"}
+        return d, replace(u, mfa=answer, legacy_sms=legacy, auth_factors=registered), writes
     assert d.request is None, "follow-ups must converge"
     return d, u, writes
 
@@ -114,11 +166,13 @@ def totp_reachable(u, verified):
 
 
 @settings(max_examples=400)
-@given(policies(), users(), st.booleans())
-def test_apply_then_apply_again_writes_nothing(policy, u, verified):
-    _, after, _ = run_apply(policy, u, totp_verified=verified)
+@given(policies(), users(), st.booleans(), POOLS)
+def test_apply_then_apply_again_writes_nothing(policy, u, verified, pool):
+    _, after, _ = run_apply(policy, u, totp_verified=verified, pool=pool)
     # A second run probes again only if the first probe was accepted; its memory says so.
-    d, _, writes = run_apply(policy, after, totp_verified=verified, probe_allowed=verified)
+    d, _, writes = run_apply(
+        policy, after, totp_verified=verified, probe_allowed=verified, pool=pool
+    )
     assert writes == 0
     assert d.request is None
 
@@ -161,22 +215,29 @@ def test_no_block_for_an_unchanged_factor(policy, u, verified):
     d, _, _ = run_apply(policy, u, totp_verified=verified)
     if d.request is None:
         return
+    unchanged = []
     for factor, write in d.request.blocks.items():
         was = (factor in u.mfa.enabled, u.mfa.preferred == factor)
-        assert (write.enabled, write.preferred) != was
+        if (write.enabled, write.preferred) == was:
+            unchanged.append(factor)
+    # The two exceptions: the SMS block that moves legacy SMS to the current API, and one
+    # enabled factor repeated beside passkey MFA turned on.
+    if Factor.SMS in unchanged and u.legacy_sms:
+        unchanged.remove(Factor.SMS)
+    passkey = d.request.blocks.get(Factor.PASSKEY)
+    if passkey is not None and passkey.enabled and len(unchanged) == 1:
+        assert unchanged[0] in CODE_FACTORS and d.request.blocks[unchanged[0]].enabled
+        unchanged = []
+    assert unchanged == []
 
 
 @settings(max_examples=400)
 @given(policies(), users(), st.booleans())
-def test_a_user_with_a_factor_is_never_left_with_none_by_an_unreachable_request(
-    policy, u, verified
-):
+def test_a_user_with_a_factor_in_effect_is_never_left_with_none(policy, u, verified):
+    # Not by an unreachable request, and not by a policy that disables them all (guarded).
     d, after, _ = run_apply(policy, u, totp_verified=verified)
-    if u.mfa.enabled and not after.mfa.enabled:
-        # Only a policy that disables every factor the user has, with nothing unreachable
-        # requested, may leave them without one.
-        assert not d.blocked and not (d.unenrolled - ({Factor.TOTP} if verified else set()))
-        assert d.desired is not None and not d.desired.enabled
+    if in_effect(u.mfa.enabled, u.stale):
+        assert in_effect(after.mfa.enabled, u.stale), d.reason
 
 
 @settings(max_examples=400)
@@ -234,8 +295,11 @@ def test_an_apply_that_stops_short_of_the_desired_state_says_why(policy, u, veri
     d, after, writes = run_apply(policy, u, totp_verified=verified)
     if d.desired is None or d.outcome is Outcome.DEFERRED:
         return
-    if after.mfa == d.desired:
+    if after.mfa == d.desired and not u.stale & d.desired.enabled:
         assert d.outcome in (Outcome.COMPLIANT, Outcome.CHANGED)
+    elif after.mfa == d.desired:
+        # Listed as the policy wants, but a TOTP that is not in effect: the user must verify it.
+        assert d.outcome is Outcome.NEEDS_ENROLLMENT, d
     else:
         # Short of the policy: a factor out of reach, or the guard refused; never "changed".
         assert d.outcome in (Outcome.BLOCKED, Outcome.NEEDS_ENROLLMENT, Outcome.GUARDED), d
@@ -251,10 +315,12 @@ def test_a_rule_that_removes_every_factor_a_user_has_is_guarded_in_drift_and_app
     drift = decide(policy, u, Mode.DRIFT)
     if drift.desired is None or drift.outcome is Outcome.DEFERRED:
         return
-    refused = bool(u.mfa.enabled) and not drift.desired.enabled
+    # Passkey MFA alone is no factor in effect: Cognito requires another beside it.
+    refused = bool(u.mfa.enabled) and not in_effect(drift.desired.enabled)
     d, after, writes = run_apply(policy, u, totp_verified=verified)
-    assert (drift.outcome is Outcome.GUARDED) is refused
-    assert (d.outcome is Outcome.GUARDED) is refused
+    # Other guards (passwordless, passkey beside another factor) have their own reasons.
+    assert (drift.outcome is Outcome.GUARDED and "last_factor: " in drift.reason) is refused
+    assert (d.outcome is Outcome.GUARDED and "last_factor: " in d.reason) is refused
     if refused:
         assert drift.reason.startswith("last_factor: ") and d.reason == drift.reason
         assert (writes, after.mfa, d.request) == (0, u.mfa, None)

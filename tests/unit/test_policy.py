@@ -92,10 +92,10 @@ def test_every_error_is_reported_at_once():
 
     assert errors_of(doc) == [
         "version: 2 is not allowed; must be 1",
-        "rules[1].factors.webauthn: unknown key; allowed: totp, sms, email",
+        "rules[1].factors.webauthn: unknown key; allowed: totp, sms, email, passkey",
         "rules[1].rollout.percent: 101 is greater than 100",
-        "rate_limits.user_read: 0 must be greater than 0",
-        "rate_limits.user_list: -1 must be greater than 0",
+        "rate_limits.user_read: 0 is less than 1",
+        "rate_limits.user_list: -1 is less than 1",
         "colour: unknown key; allowed: version, exclude, include_disabled, rules, enrollment, "
         "rate_limits",
         "rules[0].factors: at most one factor may be preferred; totp and sms both are",
@@ -150,7 +150,9 @@ def test_match_mapping_is_checked_field_by_field():
 
 def test_rule_with_no_factors_is_an_error():
     doc = {**MINIMAL, "rules": [{**MINIMAL["rules"][0], "factors": {}}]}
-    assert errors_of(doc) == ["rules[0].factors: must not be empty (one of totp, sms, email)"]
+    assert errors_of(doc) == [
+        "rules[0].factors: must not be empty (one of totp, sms, email, passkey)"
+    ]
 
 
 def test_booleans_are_not_numbers():

@@ -283,10 +283,17 @@ def test_access_token_in_the_admin_commands_file_is_an_error():
         build_input(command_line={}, cli_input={"AccessToken": "t"}, admin_command=True)
 
 
-def test_webauthn_settings_are_not_supported():
-    with pytest.raises(InputError, match="WebAuthnMfaSettings is not supported"):
+def test_webauthn_settings_take_enabled_only():
+    parsed = build_input(
+        command_line={"AccessToken": "t"}, cli_input={"WebAuthnMfaSettings": {"Enabled": True}}
+    )
+    assert parsed.settings_to_cognito() == {"WebAuthnMfaSettings": {"Enabled": True}}
+    with pytest.raises(InputError, match='unknown parameter "PreferredMfa"'):
         build_input(
-            command_line={"AccessToken": "t"}, cli_input={"WebAuthnMfaSettings": {"Enabled": True}}
+            command_line={
+                "AccessToken": "t",
+                "WebAuthnMfaSettings": "Enabled=true,PreferredMfa=true",
+            }
         )
 
 

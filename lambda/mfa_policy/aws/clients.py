@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
+from botocore.config import Config
 
 from mfa_policy.aws.gateway import CLIENT_CONFIG
+from mfa_policy.exceptions import RunError
+
+#: Services other than Cognito (the token table, S3): botocore's own retries, but the same
+#: bounded wait as Cognito instead of botocore's 60 s read timeout.
+OTHER_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 3},
+    connect_timeout=CLIENT_CONFIG.connect_timeout,
+    read_timeout=CLIENT_CONFIG.read_timeout,
+)
 
 
 def aws_client(
@@ -17,9 +28,28 @@ def aws_client(
     session: boto3.session.Session | None = None,
 ) -> Any:
     """A client with our retry/timeout settings for Cognito, and the standard mode elsewhere."""
+    if endpoint_url is not None:
+        check_endpoint_url(endpoint_url)
     session = session or boto3.session.Session()
-    config = CLIENT_CONFIG if service == "cognito-idp" else None
-    return session.client(service, region_name=region, endpoint_url=endpoint_url, config=config)
+    config = CLIENT_CONFIG if service == "cognito-idp" else OTHER_CLIENT_CONFIG
+    try:
+        return session.client(service, region_name=region, endpoint_url=endpoint_url, config=config)
+    except ValueError as exc:  # botocore's "Invalid endpoint", a malformed region name
+        raise RunError(f"cannot make a {service} client: {exc}") from None
+
+
+def check_endpoint_url(endpoint_url: str) -> None:
+    """An endpoint is an http(s) URL with a host; anything else fails here, not mid-run."""
+    try:
+        parts = urlsplit(endpoint_url)
+        port = parts.port  # raises on a port that is not a number
+    except ValueError as exc:
+        raise RunError(f"--endpoint-url {endpoint_url!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RunError(
+            f"--endpoint-url {endpoint_url!r} is not an http:// or https:// URL with a host"
+        )
+    del port
 
 
 #: Hosts of a local endpoint (a stand-in): no real AWS account behind it.

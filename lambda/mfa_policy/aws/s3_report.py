@@ -152,3 +152,50 @@ class S3File:
     def upload(self) -> None:
         if self.local.exists():
             self.s3.upload_file(str(self.local), self.bucket, self.key)
+
+
+class S3JournalPages:
+    """A run's write-intent journal in the bucket: ``journal/<run id>/<page>.jsonl``.
+
+    Page numbers are zero-padded so that listing from a page on (``StartAfter``) finds exactly
+    the pages a resumed slice may have to know about.
+    """
+
+    def __init__(self, s3: Any, bucket: str, prefix: str, run_id: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.key_prefix = f"{prefix.rstrip('/')}/journal/{run_id}/".lstrip("/")
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key_prefix}"
+
+    def _key(self, page: int) -> str:
+        return f"{self.key_prefix}{page:08d}.jsonl"
+
+    def put_page(self, page: int, text: str) -> None:
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=self._key(page),
+            Body=text.encode("utf-8"),
+            ContentType="application/x-ndjson",
+        )
+
+    def pages_from(self, page: int) -> Iterator[tuple[int, str]]:
+        # StartAfter is exclusive; "<prefix>00000007" sorts before "<prefix>00000007.jsonl".
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": self.key_prefix,
+            "StartAfter": f"{self.key_prefix}{page:08d}",
+        }
+        while True:
+            listing = self.s3.list_objects_v2(**kwargs)
+            for item in listing.get("Contents") or []:
+                name = item["Key"][len(self.key_prefix) :].removesuffix(".jsonl")
+                if not name.isdigit():
+                    continue
+                body = self.s3.get_object(Bucket=self.bucket, Key=item["Key"])["Body"]
+                yield int(name), body.read().decode("utf-8")
+            if not listing.get("IsTruncated"):
+                return
+            kwargs["ContinuationToken"] = listing["NextContinuationToken"]

@@ -27,6 +27,7 @@ OPTION_OF: Mapping[str, str] = {
     "SMSMfaSettings": "--sms-mfa-settings",
     "SoftwareTokenMfaSettings": "--software-token-mfa-settings",
     "EmailMfaSettings": "--email-mfa-settings",
+    "WebAuthnMfaSettings": "--web-authn-mfa-settings",
     "MFAOptions": "--mfa-options",
     "AccessToken": "--access-token",
     "UserPoolId": "--user-pool-id",
@@ -128,8 +129,14 @@ def _check_members(members: Mapping[str, object], allowed: Sequence[str], *, wha
         )
 
 
-def parse_settings(value: str | Mapping[str, object], *, what: str) -> FactorInput:
-    """One ``*MfaSettings`` value: shorthand, JSON, ``file://``, or an already decoded mapping."""
+def parse_settings(
+    value: str | Mapping[str, object],
+    *,
+    what: str,
+    members: Sequence[str] = _SETTINGS_MEMBERS,
+) -> FactorInput:
+    """One ``*MfaSettings`` value: shorthand, JSON, ``file://``, or an already decoded mapping.
+    ``members``: WebAuthnMfaSettings has ``Enabled`` only."""
     from_shorthand = False
     if isinstance(value, str):
         text = read_value(value, what=what)
@@ -145,13 +152,13 @@ def parse_settings(value: str | Mapping[str, object], *, what: str) -> FactorInp
             f"{what}: expected a structure like Enabled=true,PreferredMfa=false or "
             f'{{"Enabled": true, "PreferredMfa": false}}, got {decoded!r}'
         )
-    _check_members(decoded, _SETTINGS_MEMBERS, what=what)
-    members = {
+    _check_members(decoded, members, what=what)
+    given = {
         key: _bool_member(decoded[key], what=f"{what} {key}", from_shorthand=from_shorthand)
-        for key in _SETTINGS_MEMBERS
+        for key in members
         if key in decoded and decoded[key] is not None
     }
-    return FactorInput(members.get("Enabled"), members.get("PreferredMfa"))
+    return FactorInput(given.get("Enabled"), given.get("PreferredMfa"))
 
 
 def translate_mfa_options(values: Sequence[str] | Sequence[object]) -> tuple[FactorInput, str]:
@@ -236,11 +243,6 @@ def build_input(
     """
     allowed = [*SETTINGS_PARAMS, "MFAOptions", *([] if admin_command else TOKEN_KEYS), *ADMIN_KEYS]
     document = dict(cli_input or {})
-    if "WebAuthnMfaSettings" in document:
-        raise InputError(
-            f"{input_option}: WebAuthnMfaSettings is not supported: mfa-policy manages SMS, "
-            "TOTP and email MFA"
-        )
     _check_members(document, allowed, what=input_option)
     merged: dict[str, tuple[object, str]] = {
         key: (value, f"{input_option} {key}")
@@ -262,7 +264,11 @@ def build_input(
             value, what = merged[key]
             if not isinstance(value, str | Mapping):
                 raise InputError(f"{what}: expected a structure, got {value!r}")
-            settings[factor] = parse_settings(value, what=what)
+            settings[factor] = parse_settings(
+                value,
+                what=what,
+                members=_SETTINGS_MEMBERS if factor.can_be_preferred else ("Enabled",),
+            )
     notes: list[str] = []
     if "MFAOptions" in merged:
         if Factor.SMS in settings:

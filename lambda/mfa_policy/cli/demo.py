@@ -91,13 +91,20 @@ def run_demo(
             if mode is Mode.APPLY:
                 console.print(_examples_table(LocalReport(result.report_dir)))
     first, applied, last = summaries
+    legacy = sum(1 for row in LocalReport(root / "1-drift").rows() if row.get("legacy_sms"))
+    if legacy:
+        console.print(
+            f"{legacy} users had SMS MFA through the legacy MFAOptions only: read as SMS on "
+            "(legacy_sms in their rows), and apply set it with the current API.\n"
+        )
     writes = applied["counts"]["api_calls"].get("admin_set_user_mfa_preference", 0)
     console.print(
         f"drift found {_drifted(first)} users out of policy; apply changed "
         f"{applied['counts']['by_outcome'][Outcome.CHANGED]} ({writes} write requests, TOTP "
         "probes Cognito rejected included); "
-        f"drift now finds {_drifted(last)} (users who must enroll an authenticator, or lack a "
-        f"phone number).\nReports: {root}/1-drift, {root}/2-apply, {root}/3-drift "
+        f"drift now finds {_drifted(last)} (users who must enroll or re-verify an "
+        "authenticator, lack a phone number, or whom the change could lock out: guarded).\n"
+        f"Reports: {root}/1-drift, {root}/2-apply, {root}/3-drift "
         "(summary.md, summary.json, users.jsonl, users.csv)"
     )
     return 0

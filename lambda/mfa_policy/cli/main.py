@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -22,6 +23,27 @@ EXIT_DRIFT = 2
 
 class UsageError(MfaPolicyError):
     """Options that do not fit together."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which reads as "drift found" in a pipeline: exit 1."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"integer of at least {minimum}"
+    return parse
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -70,7 +92,7 @@ def _add_aws_options(parser: argparse.ArgumentParser) -> None:
     aws.add_argument(
         "--endpoint-url",
         help="Cognito endpoint (a local stand-in, for example; on 127.0.0.1 no AWS "
-        "credentials are needed)",
+        "credentials are needed); CloudTrail is read there too",
     )
 
 
@@ -194,8 +216,16 @@ def _add_run_options(parser: argparse.ArgumentParser, *, with_format: bool) -> N
         "(attribute access_token), for --auth access-token",
     )
     _add_quiet_option(parser)
-    parser.add_argument("--workers", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="read every in-scope user's MFA state, not only those the state ledger and "
+        "CloudTrail say can have changed",
+    )
+    parser.add_argument("--workers", type=_int_at_least(1), default=32, help=argparse.SUPPRESS)
     _add_wait_option(parser)
+    # CloudTrail allows about 2 LookupEvents a second per account; a stand-in may allow more.
+    parser.add_argument("--lookups-per-second", type=float, default=1.5, help=argparse.SUPPRESS)
     parser.add_argument(
         "--share-quota",
         type=float,
@@ -239,7 +269,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError("--auth access-token needs --token-table NAME")
         (dynamodb,) = _clients(args, "dynamodb")
         tokens = DynamoTokenTable(dynamodb, args.token_table)
-    (client,) = _clients(args, "cognito-idp")
+    # CloudTrail of the pool's account and Region, through the same endpoint when one is given.
+    client, cloudtrail = _clients(args, "cognito-idp", "cloudtrail")
+    if getattr(args, "estimate", False):
+        return _estimate(args, policy, client, cloudtrail)
     total = None
     if Progress.would_show(quiet=args.quiet):
         from mfa_policy.aws.gateway import CognitoGateway
@@ -270,6 +303,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             on_rows=progress.advance,
             wait=args.wait,
             on_wait=_waiting,
+            cloudtrail=cloudtrail,
+            full=args.full,
+            lookups_per_second=args.lookups_per_second,
             quota_share=quota_share,
         )
     summary = {**result.summary, "report_dir": str(result.report_dir)}
@@ -369,6 +405,27 @@ def _cmd_apply_plan(args: argparse.Namespace, policy: object) -> int:
     return EXIT_DRIFT if summary["stale"] or failed else EXIT_OK
 
 
+def _estimate(args: argparse.Namespace, policy: object, client: object, cloudtrail: object) -> int:
+    import json
+
+    from mfa_policy.run.estimate import estimate_drift, render_estimate
+
+    estimate = estimate_drift(
+        client,
+        policy,  # type: ignore[arg-type]
+        args.user_pool_id,
+        state_dir=args.state_dir,
+        cloudtrail=cloudtrail,
+        full=args.full,
+        lookups_per_second=args.lookups_per_second,
+    )
+    if args.format == "json":
+        print(json.dumps(estimate, indent=2, sort_keys=True))
+    else:
+        print(render_estimate(estimate), end="")
+    return EXIT_OK
+
+
 def _print_summary(summary: dict[str, object], fmt: str) -> None:
     import json
 
@@ -436,8 +493,8 @@ def _cmd_completion(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, plus "did you mean" for a mistyped subcommand."""
+class _Parser(_ArgumentParser):
+    """argparse exiting 1 on usage errors, plus "did you mean" for a mistyped subcommand."""
 
     def error(self, message: str) -> NoReturn:
         import difflib
@@ -491,6 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PLAN",
         help="also write a plan: the exact request for each user to change, and the state "
         "drift observed (JSON at PLAN, a Markdown summary for reviewers beside it)",
+    )
+    drift.add_argument(
+        "--estimate",
+        action="store_true",
+        help="predict the run's MFA reads, the MAUs they add and its duration, reading no "
+        "user (lists the pool and reads CloudTrail)",
     )
     drift.set_defaults(handler=_cmd_run)
 
@@ -564,7 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
         exit_codes="  0  the demo ran\n  1  error",
         example="mfa-policy demo --users 200",
     )
-    demo.add_argument("--users", type=int, default=1000, help="pool size (default: %(default)s)")
+    demo.add_argument(
+        "--users", type=_int_at_least(2), default=1000, help="pool size (default: %(default)s)"
+    )
     demo.add_argument(
         "--report-dir",
         default="mfa-policy-demo",
@@ -615,7 +680,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Exit codes: 0 success and nothing to do; 2 drift found or not converged; 1 every error,
+    usage errors included; 130 interrupted outside a run (a run stopped by Ctrl-C exits 2)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help and --version exit 0, usage errors 1
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:
         code: int = args.handler(args)
     except MfaPolicyError as exc:
@@ -628,6 +698,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        # A bug, not bad input: still one line and exit 1, so a pipeline never reads it as
+        # drift; MFA_POLICY_DEBUG=1 shows the traceback.
+        if os.environ.get("MFA_POLICY_DEBUG"):
+            raise
+        print(
+            f"error: internal error ({type(exc).__name__}: {exc}); please report it "
+            "(MFA_POLICY_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     return code
 
 

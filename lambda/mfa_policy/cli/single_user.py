@@ -127,6 +127,11 @@ def _add_set_arguments(parser: argparse.ArgumentParser, *, admin: bool) -> None:
         "--email-mfa-settings", metavar="VALUE", help=SETTINGS_HELP.format(name="Email")
     )
     parser.add_argument(
+        "--web-authn-mfa-settings",
+        metavar="VALUE",
+        help="passkey MFA: Enabled=true|false (no PreferredMfa), or JSON, or file://PATH",
+    )
+    parser.add_argument(
         "--mfa-options",
         nargs="+",
         metavar="VALUE",
@@ -216,6 +221,7 @@ def _cmd_set(args: argparse.Namespace) -> int:
             "SMSMfaSettings": args.sms_mfa_settings,
             "SoftwareTokenMfaSettings": args.software_token_mfa_settings,
             "EmailMfaSettings": args.email_mfa_settings,
+            "WebAuthnMfaSettings": args.web_authn_mfa_settings,
             "MFAOptions": args.mfa_options,
             "AccessToken": getattr(args, "access_token", None),
             "UserPoolId": args.user_pool_id,

@@ -11,13 +11,15 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from mfa_policy.core.model import (
+    CODE_FACTORS,
     FACTOR_ORDER,
     FEDERATED_STATUS,
+    REGISTRATION,
     REQUIRED_ATTRIBUTE,
+    WRITE_REFUSED_STATUSES,
     Factor,
     FactorSetting,
     FactorWrite,
-    GuardReason,
     MfaRequest,
     MfaState,
     Outcome,
@@ -34,9 +36,12 @@ class Mode(StrEnum):
 class Rejection(StrEnum):
     """Cognito's refusals that mean "this user cannot have that factor yet", not an error."""
 
+    #: Never verified a software token, or re-associated one and never verified it.
     TOTP_NOT_VERIFIED = "totp_not_verified"
     NO_PHONE_NUMBER = "no_phone_number"
     NO_EMAIL = "no_email"
+    #: No passkey (WebAuthn credential) registered.
+    PASSKEY_NOT_REGISTERED = "passkey_not_registered"
 
     @property
     def factor(self) -> Factor:
@@ -44,7 +49,35 @@ class Rejection(StrEnum):
             Rejection.TOTP_NOT_VERIFIED: Factor.TOTP,
             Rejection.NO_PHONE_NUMBER: Factor.SMS,
             Rejection.NO_EMAIL: Factor.EMAIL,
+            Rejection.PASSKEY_NOT_REGISTERED: Factor.PASSKEY,
         }[self]
+
+
+class Guard(StrEnum):
+    """Why part of a change is held back: sending it would lower protection or lock out."""
+
+    LAST_FACTOR = "last_factor"
+    PASSWORDLESS = "passwordless"
+    POOL_REQUIRES_MFA = "pool_requires_mfa"
+    PASSKEY_NEEDS_ANOTHER_FACTOR = "passkey_needs_another_factor"
+
+
+@dataclass(frozen=True)
+class PoolFacts:
+    """What the engine needs to know of the pool (from preflight)."""
+
+    mfa: str = "OPTIONAL"  # OFF | ON | OPTIONAL
+    #: The sign-in policy allows a first factor other than a password (AllowedFirstAuthFactors).
+    passwordless_sign_in: bool = False
+
+    @property
+    def requires_mfa(self) -> bool:
+        return self.mfa == "ON"
+
+    def maybe_passwordless(self, user: User) -> bool:
+        """The user signs in without a password, or may: the pool allows it and the read
+        (AdminGetUser) could not show whether they have one."""
+        return user.passwordless or (user.auth_factors is None and self.passwordless_sign_in)
 
 
 @dataclass(frozen=True)
@@ -61,13 +94,21 @@ class Decision:
     #: The state ``request`` leaves the user in (``before`` when there is nothing to send).
     target: MfaState | None = None
     request: MfaRequest | None = None
-    #: The request enables TOTP without knowing whether the user verified a token.
+    #: The request enables TOTP or passkey without knowing whether the user registered one.
     probing: bool = False
-    #: Desired factors the user cannot have now: missing attribute (blocked) or TOTP not enrolled.
+    #: Desired factors the user cannot have now: missing attribute (blocked), or an
+    #: authenticator not registered or not verified (TOTP, passkey).
     blocked: frozenset[Factor] = frozenset()
     unenrolled: frozenset[Factor] = frozenset()
-    #: Why the change must not be made at all (outcome ``guarded``; nothing is sent).
-    guard: GuardReason | None = None
+    #: Factors listed as enabled that are not in effect (stale TOTP): never counted as the
+    #: factor a user keeps, never sent.
+    stale: frozenset[Factor] = frozenset()
+    #: Parts of the change held back, and why.
+    guards: frozenset[Guard] = frozenset()
+    #: SMS is on through the legacy MFAOptions only; the request moves it to the current API.
+    legacy_sms: bool = False
+    #: The pool requires MFA: factors are never turned off.
+    keep_enabled: bool = False
 
 
 def desired_state(rule: Rule, current: MfaState) -> MfaState:
@@ -81,17 +122,41 @@ def desired_state(rule: Rule, current: MfaState) -> MfaState:
     return MfaState(frozenset(enabled), preferred)
 
 
-def reachable_state(before: MfaState, desired: MfaState, frozen: frozenset[Factor]) -> MfaState:
-    """The desired state without touching ``frozen`` factors, under the last-factor guard.
+def in_effect(
+    factors: frozenset[Factor], stale: frozenset[Factor] = frozenset()
+) -> frozenset[Factor]:
+    """The code factors of ``factors`` that protect a sign-in (passkey and stale ones do not)."""
+    return (factors & CODE_FACTORS) - stale
+
+
+def reachable_state(
+    before: MfaState,
+    desired: MfaState,
+    frozen: frozenset[Factor],
+    *,
+    stale: frozenset[Factor] = frozenset(),
+    keep_enabled: bool = False,
+) -> tuple[MfaState, frozenset[Guard]]:
+    """The desired state without touching ``frozen`` factors, under the guards.
 
     A frozen factor is one Cognito will not let us change for this user now (no phone number,
-    no verified token), so it keeps its current state, preference included. A user with an
-    enabled factor is never left with none, and keeps the current preference while its factor
-    stays enabled, when what the policy prefers is out of reach.
+    no verified token), so it keeps its current state, preference included. With
+    ``keep_enabled`` (the pool requires MFA) no factor is turned off. A user with a factor in
+    effect is never left with none (``stale`` ones do not count), passkey MFA is only turned
+    on beside a code factor we can name in the same request, and the current preference is
+    kept while its factor stays enabled when what the policy prefers is out of reach.
     """
+    guards: set[Guard] = set()
     enabled = (desired.enabled - frozen) | (before.enabled & frozen)
-    if not enabled and before.enabled:
-        enabled = before.enabled
+    if keep_enabled and before.enabled - enabled:
+        enabled |= before.enabled
+        guards.add(Guard.POOL_REQUIRES_MFA)
+    if in_effect(before.enabled, stale) and not in_effect(enabled, stale):
+        enabled |= before.enabled & CODE_FACTORS
+        guards.add(Guard.LAST_FACTOR)
+    if Factor.PASSKEY in enabled - before.enabled and not in_effect(enabled, stale) - frozen:
+        enabled -= {Factor.PASSKEY}
+        guards.add(Guard.PASSKEY_NEEDS_ANOTHER_FACTOR)
     if before.preferred in frozen:
         preferred: Factor | None = before.preferred
     elif desired.preferred is not None and desired.preferred in enabled - frozen:
@@ -100,19 +165,7 @@ def reachable_state(before: MfaState, desired: MfaState, frozen: frozenset[Facto
         preferred = before.preferred
     else:
         preferred = None
-    return MfaState(enabled, preferred)
-
-
-def guard_refusal(before: MfaState, desired: MfaState) -> GuardReason | None:
-    """Why the change from ``before`` to ``desired`` would lower the user's protection, or None.
-
-    Only the policy itself can ask for this one: a user whose every enabled factor the rule
-    disables. (``reachable_state`` keeps them too; this names it, so the user is ``guarded``
-    rather than reported as a change that never happens.)
-    """
-    if before.enabled and not desired.enabled:
-        return GuardReason.LAST_FACTOR
-    return None
+    return MfaState(frozenset(enabled), preferred), frozenset(guards)
 
 
 def changed_factors(before: MfaState, after: MfaState) -> frozenset[Factor]:
@@ -125,12 +178,38 @@ def changed_factors(before: MfaState, after: MfaState) -> frozenset[Factor]:
     )
 
 
-def request_between(before: MfaState, after: MfaState) -> MfaRequest | None:
-    """The minimal request: one block per factor whose state changes, nothing else."""
+def request_between(
+    before: MfaState,
+    after: MfaState,
+    *,
+    force: frozenset[Factor] = frozenset(),
+    avoid: frozenset[Factor] = frozenset(),
+) -> MfaRequest | None:
+    """The minimal request: one block per factor whose state changes (and per ``force``d
+    factor), nothing else.
+
+    Cognito refuses a request that turns passkey MFA on unless it also turns on another
+    factor, even one already on ("WebAuthn MFA requires enabling an additional MFA
+    setting."), so such a request repeats one enabled code factor's current setting, never
+    one of ``avoid`` (factors Cognito would refuse a block for).
+    """
+    factors = changed_factors(before, after) | (force & (before.enabled | after.enabled))
     blocks = {
-        f: FactorWrite(enabled=f in after.enabled, preferred=after.preferred == f)
-        for f in changed_factors(before, after)
+        f: FactorWrite(enabled=f in after.enabled, preferred=after.preferred == f) for f in factors
     }
+    passkey = blocks.get(Factor.PASSKEY)
+    if (
+        passkey is not None
+        and passkey.enabled
+        and not any(w.enabled for f, w in blocks.items() if f in CODE_FACTORS)
+    ):
+        candidates = sorted(
+            (after.enabled & CODE_FACTORS) - avoid,
+            key=lambda f: (f != after.preferred, FACTOR_ORDER.index(f)),
+        )
+        if candidates:
+            companion = candidates[0]
+            blocks[companion] = FactorWrite(enabled=True, preferred=after.preferred == companion)
     return MfaRequest(blocks) if blocks else None
 
 
@@ -146,7 +225,7 @@ def apply_request(state: MfaState, request: MfaRequest) -> MfaState:
         if not write.preferred and preferred == factor:
             preferred = None
     for factor, write in request.blocks.items():
-        if write.preferred:
+        if write.preferred and factor.can_be_preferred:
             preferred = factor
     return MfaState(frozenset(enabled), preferred)
 
@@ -162,7 +241,8 @@ def matching_rule(policy: Policy, user: User) -> Rule | None:
 
 
 def out_of_scope(policy: Policy, user: User) -> Decision | None:
-    """The decision for a user the policy never manages (excluded, federated, disabled).
+    """The decision for a user the policy never manages (excluded, federated, disabled, or a
+    status Cognito refuses MFA changes for).
 
     It needs only what ListUsers shows, never the user's MFA state, so the runner can decide
     these users without reading them.
@@ -179,6 +259,8 @@ def out_of_scope(policy: Policy, user: User) -> Decision | None:
         return replace(
             base, outcome=Outcome.SKIPPED, reason="federated user: MFA is the identity provider's"
         )
+    if user.status in WRITE_REFUSED_STATUSES:
+        return replace(base, outcome=Outcome.SKIPPED, reason=WRITE_REFUSED_STATUSES[user.status])
     if not user.enabled and not policy.include_disabled:
         return replace(base, outcome=Outcome.SKIPPED, reason="disabled user")
     return None
@@ -209,109 +291,243 @@ def decide_unread(policy: Policy, user: User) -> Decision | None:
     return None
 
 
-def decide(policy: Policy, user: User, mode: Mode, *, probe_allowed: bool = True) -> Decision:
-    """Decide one user. In apply mode ``probe_allowed`` says whether to try enabling TOTP."""
+def decide(
+    policy: Policy,
+    user: User,
+    mode: Mode,
+    *,
+    probe_allowed: bool = True,
+    pool: PoolFacts = PoolFacts(),
+) -> Decision:
+    """Decide one user. In apply mode ``probe_allowed`` says whether to try enabling a factor
+    whose authenticator the read cannot show (TOTP, passkey)."""
     unmanaged = out_of_scope(policy, user)
     if unmanaged is not None:
         return unmanaged
-    base = Decision(user.username, user.sub, None, Outcome.COMPLIANT, "", user.mfa)
+    base = Decision(
+        user.username, user.sub, None, Outcome.COMPLIANT, "", user.mfa, legacy_sms=user.legacy_sms
+    )
 
     rule = matching_rule(policy, user)
     if rule is None:
         return replace(base, outcome=Outcome.UNMANAGED, reason="no rule matches")
 
-    desired = desired_state(rule, user.mfa)
-    base = replace(base, rule=rule.name, desired=desired, target=user.mfa)
-    if desired == user.mfa:
-        return base
+    current = user.mfa
+    stale = user.stale
+    desired = desired_state(rule, current)
+    # A legacy SMS user under a rule that manages SMS gets an SMS block: the current API's
+    # setting replaces MFAOptions.
+    migrate_sms = user.legacy_sms and Factor.SMS in rule.factors
+    base = replace(
+        base,
+        rule=rule.name,
+        desired=desired,
+        target=current,
+        stale=stale,
+        keep_enabled=pool.requires_mfa,
+    )
+    if desired == current and not migrate_sms and not stale & desired.enabled:
+        return replace(
+            base, reason="legacy SMS MFA (MFAOptions) in effect" if user.legacy_sms else ""
+        )
+
+    wanted = desired.enabled - current.enabled
+    in_this_rollout = rule.rollout_percent is None or in_rollout(user.sub, rule.rollout_percent)
+    if pool.maybe_passwordless(user) and pool.mfa == "OPTIONAL" and wanted and in_this_rollout:
+        names = ", ".join(f.value for f in FACTOR_ORDER if f in wanted)
+        who = (
+            "the user signs in without a password"
+            if user.passwordless
+            else "the pool allows sign-in without a password and this read cannot show "
+            "whether the user has one"
+        )
+        return replace(
+            base,
+            outcome=Outcome.GUARDED,
+            guards=frozenset({Guard.PASSWORDLESS}),
+            reason=f"passwordless: {who}, and turning on {names} in a pool with optional MFA "
+            "could lock them out; nothing sent",
+        )
 
     # Cognito refuses any block, even a disabling one, for a factor whose attribute is missing.
+    touched = changed_factors(current, desired) | (
+        frozenset({Factor.SMS}) if migrate_sms else frozenset()
+    )
     blocked = frozenset(
         f
-        for f in changed_factors(user.mfa, desired)
+        for f in touched
         if f in REQUIRED_ATTRIBUTE and not user.has_attribute(REQUIRED_ATTRIBUTE[f])
     )
-    unenrolled = frozenset((desired.enabled - user.mfa.enabled) & {Factor.TOTP})
-    guard = guard_refusal(user.mfa, desired)
-    probing = bool(unenrolled) and mode is Mode.APPLY and probe_allowed and guard is None
-    unavailable = blocked | (frozenset() if probing else unenrolled)
-    target = user.mfa if guard else reachable_state(user.mfa, desired, unavailable)
-    request = request_between(user.mfa, target)
+    unregistered = frozenset(f for f in wanted if f in REGISTRATION and not user.registered(f))
+    probing = bool(unregistered) and mode is Mode.APPLY and probe_allowed
+    unavailable = blocked | stale | (frozenset() if probing else unregistered)
+    unenrolled = unregistered | stale
     decision = replace(
-        base,
-        target=target,
-        request=request,
-        probing=probing,
-        blocked=blocked,
-        unenrolled=unenrolled,
-        guard=guard,
+        base, probing=probing, blocked=blocked, unenrolled=unenrolled, legacy_sms=user.legacy_sms
     )
+    decision = _planned(
+        decision, unavailable, force=frozenset({Factor.SMS}) if migrate_sms else frozenset()
+    )
+    if current.enabled and not in_effect(desired.enabled):
+        # The rule itself leaves no factor in effect (none, or passkey alone): refused whole,
+        # whatever else stands in the way, so the user is ``guarded`` with nothing sent in
+        # drift and apply alike.
+        decision = replace(
+            decision,
+            target=current,
+            request=None,
+            probing=False,
+            guards=frozenset({Guard.LAST_FACTOR}),
+        )
 
-    if rule.rollout_percent is not None and not in_rollout(user.sub, rule.rollout_percent):
+    if not in_this_rollout:
         return replace(
             decision,
             outcome=Outcome.DEFERRED,
-            target=user.mfa,
+            target=current,
             request=None,
             probing=False,
+            guards=frozenset(),
             reason=f"outside the rule's {rule.rollout_percent:g}% rollout; "
-            f"would {describe_change(user.mfa, desired)}",
+            f"would {describe_change(current, desired)}",
         )
     return replace(decision, outcome=_outcome(decision, mode), reason=_reason(decision, mode))
+
+
+def _planned(
+    decision: Decision, unavailable: frozenset[Factor], *, force: frozenset[Factor]
+) -> Decision:
+    """``decision`` with the target and request that reach as far as ``unavailable`` allows."""
+    assert decision.desired is not None
+    target, guards = reachable_state(
+        decision.before,
+        decision.desired,
+        unavailable,
+        stale=decision.stale,
+        keep_enabled=decision.keep_enabled,
+    )
+    request = request_between(
+        decision.before, target, force=force - unavailable, avoid=unavailable | decision.stale
+    )
+    return replace(decision, target=target, request=request, guards=guards)
 
 
 def after_rejection(decision: Decision, rejection: Rejection) -> Decision:
     """The follow-up when Cognito refused ``decision.request`` because of ``rejection``.
 
     The user's state is unchanged (Cognito applies a request whole or not at all), so the new
-    request again starts from ``before``, leaving out the refused factor.
+    request again starts from ``before``, leaving out the refused factor. A refused TOTP the
+    user had listed as enabled is not in effect (re-associated, never verified): the guard no
+    longer counts it as the factor they keep.
     """
     assert decision.desired is not None, "only a decision with a desired state sends requests"
     factor = rejection.factor
     blocked = decision.blocked | ({factor} if factor in REQUIRED_ATTRIBUTE else set())
-    unenrolled = decision.unenrolled | ({factor} if factor is Factor.TOTP else set())
-    target = reachable_state(decision.before, decision.desired, blocked | unenrolled)
+    unenrolled = decision.unenrolled | ({factor} if factor in REGISTRATION else set())
+    stale = decision.stale | (
+        {factor} if factor is Factor.TOTP and factor in decision.before.enabled else set()
+    )
     followup = replace(
         decision,
-        target=target,
-        request=request_between(decision.before, target),
         probing=False,
         blocked=frozenset(blocked),
         unenrolled=frozenset(unenrolled),
+        stale=frozenset(stale),
+    )
+    force = (
+        frozenset({Factor.SMS})
+        if decision.legacy_sms and decision.request and Factor.SMS in decision.request.blocks
+        else frozenset()
+    )
+    followup = _planned(
+        followup, followup.blocked | followup.unenrolled | followup.stale, force=force
     )
     reason = _reason(followup, Mode.APPLY)
     if rejection is Rejection.TOTP_NOT_VERIFIED:
         reason = f"probe rejected: software token not verified; {reason}"
+    elif rejection is Rejection.PASSKEY_NOT_REGISTERED:
+        reason = f"probe rejected: no passkey registered; {reason}"
     return replace(followup, outcome=_outcome(followup, Mode.APPLY), reason=reason)
 
 
+def _refused_whole(decision: Decision) -> bool:
+    """The rule itself leaves the user no factor in effect: that wins over a factor the user
+    lacks, since nothing would be sent whatever they did."""
+    return (
+        Guard.LAST_FACTOR in decision.guards
+        and decision.request is None
+        and decision.desired is not None
+        and not in_effect(decision.desired.enabled)
+    )
+
+
 def _outcome(decision: Decision, mode: Mode) -> Outcome:
-    # A guard refusal sends nothing at all, so it wins: no other outcome tells the user that.
-    if decision.guard is not None:
+    if _refused_whole(decision):
         return Outcome.GUARDED
     if decision.blocked:
         return Outcome.BLOCKED
     if decision.unenrolled and (mode is Mode.DRIFT or not decision.probing):
         return Outcome.NEEDS_ENROLLMENT
+    if decision.guards:
+        return Outcome.GUARDED
     return Outcome.WOULD_CHANGE if mode is Mode.DRIFT else Outcome.CHANGED
 
 
+def _names(factors: frozenset[Factor]) -> str:
+    return " and ".join(f.value for f in FACTOR_ORDER if f in factors)
+
+
 def _reason(decision: Decision, mode: Mode) -> str:
-    assert decision.desired is not None
-    if decision.guard is not None:
+    assert decision.desired is not None and decision.target is not None
+    before, target = decision.before, decision.target
+    if _refused_whole(decision):
         return (
-            f"{decision.guard.value}: {decision.guard.explanation}; wants to "
-            f"{describe_change(decision.before, decision.desired)}"
+            "last_factor: the policy would remove the user's last factor; it was kept; "
+            f"wants to {describe_change(before, decision.desired)}"
         )
     parts = []
     for factor in sorted(decision.blocked, key=FACTOR_ORDER.index):
         parts.append(f"{factor.value} needs a {REQUIRED_ATTRIBUTE[factor]} attribute")
-    if decision.unenrolled and (mode is Mode.DRIFT or not decision.probing):
-        parts.append("totp needs an enrolled authenticator")
-    change = describe_change(decision.before, decision.desired)
-    if decision.blocked or (decision.unenrolled and not decision.probing):
-        if decision.request is not None and decision.target is not None:
-            parts.append(f"partial change: {describe_change(decision.before, decision.target)}")
+    pending = decision.unenrolled - decision.stale
+    if pending and (mode is Mode.DRIFT or not decision.probing):
+        for factor in sorted(pending, key=FACTOR_ORDER.index):
+            need = "an enrolled authenticator" if factor is Factor.TOTP else "a registered passkey"
+            parts.append(f"{factor.value} needs {need}")
+    if decision.stale:
+        parts.append(
+            "totp is listed but not in effect (software token re-associated and never "
+            "verified): the user must verify it"
+        )
+    if Guard.POOL_REQUIRES_MFA in decision.guards:
+        kept = decision.before.enabled - decision.desired.enabled
+        parts.append(
+            f"pool_requires_mfa: {_names(kept)} kept: the pool requires MFA, so Cognito does "
+            "not let factors be turned off"
+        )
+    if Guard.LAST_FACTOR in decision.guards:
+        kept = target.enabled - decision.desired.enabled
+        parts.append(
+            f"last_factor: {_names(kept) or 'the current factors'} kept: the change "
+            "would leave the user no MFA factor in effect"
+        )
+    if Guard.PASSKEY_NEEDS_ANOTHER_FACTOR in decision.guards:
+        parts.append(
+            "passkey_needs_another_factor: passkey MFA is turned on only beside another MFA "
+            "factor in effect"
+        )
+    if decision.legacy_sms and decision.request and Factor.SMS in decision.request.blocks:
+        parts.append("legacy SMS MFA (MFAOptions): set sms with the current API")
+    elif decision.legacy_sms:
+        parts.append("legacy SMS MFA (MFAOptions) in effect")
+    change = describe_change(before, decision.desired)
+    if change == "no change" and parts:
+        return "; ".join(parts)
+    held = (
+        decision.blocked or (pending and not decision.probing) or decision.stale or decision.guards
+    )
+    if held:
+        if decision.request is not None:
+            parts.append(f"partial change: {describe_change(before, target)}")
         else:
             parts.append(f"wants to {change}")
         return "; ".join(parts)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-from mfa_policy.core.model import FACTOR_ORDER, Factor, FactorSetting, User
+from mfa_policy.core.model import CODE_FACTORS, FACTOR_ORDER, Factor, FactorSetting, User
 from mfa_policy.core.report import mask_attribute
 from mfa_policy.core.schema import Issue, defaults, validate
 from mfa_policy.exceptions import PolicyError
@@ -210,15 +210,28 @@ def parse_policy(
     *,
     source: str | None = None,
     lines: dict[tuple[str | int, ...], int] | None = None,
+    found: Sequence[Issue] = (),
+    replaced: Collection[tuple[str | int, ...]] = (),
 ) -> Policy:
-    """Build a Policy from a decoded YAML/JSON document, or raise PolicyError with every issue."""
+    """Build a Policy from a decoded YAML/JSON document, or raise PolicyError with every issue.
+
+    ``found`` are problems the file reader already saw (a YAML date, a tag, a key that is not
+    a string); ``replaced`` are the paths where it left the text of such a value, whose
+    schema complaints are left out, so each problem is told once."""
     issues = validate(document)
     if isinstance(document, dict):
         issues += _semantic_issues(document)
+    if found:
+        kept = (i for i in issues if not any(_within(i.path, path) for path in replaced))
+        issues = [*found, *kept]
     if issues:
         raise PolicyError(issues, source=source, lines=lines)
     assert isinstance(document, dict)
     return _build(document)
+
+
+def _within(path: tuple[str | int, ...], prefix: tuple[str | int, ...]) -> bool:
+    return bool(prefix) and path[: len(prefix)] == prefix
 
 
 def _semantic_issues(doc: Mapping[str, Any]) -> list[Issue]:
@@ -250,6 +263,17 @@ def _semantic_issues(doc: Mapping[str, Any]) -> list[Issue]:
                     Issue(
                         ("rules", index, "factors"),
                         f"at most one factor may be preferred; {' and '.join(preferred)} both are",
+                    )
+                )
+            code_factors = [f.value for f in FACTOR_ORDER if f in CODE_FACTORS]
+            if factors.get(Factor.PASSKEY.value) == FactorSetting.ENABLED.value and all(
+                factors.get(name) == FactorSetting.DISABLED.value for name in code_factors
+            ):
+                issues.append(
+                    Issue(
+                        ("rules", index, "factors", Factor.PASSKEY.value),
+                        "passkey MFA needs another MFA factor enabled beside it, and this rule "
+                        f"disables {', '.join(code_factors)}",
                     )
                 )
     return issues

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from mfa_policy.core.engine import apply_request, changed_factors
 from mfa_policy.core.model import (
+    CODE_FACTORS,
     FACTOR_ORDER,
     FEDERATED_STATUS,
     REQUIRED_ATTRIBUTE,
@@ -95,10 +96,28 @@ def resolve_request(settings: Mapping[Factor, FactorInput], before: MfaState) ->
 
 def effective_request(request: MfaRequest, before: MfaState) -> MfaRequest:
     """The request without blocks that change nothing for this user (Cognito may reject those:
-    an SMS block of any kind, for a user with no phone number)."""
+    an SMS block of any kind, for a user with no phone number).
+
+    Cognito refuses a request that turns passkey MFA on without turning another factor on in
+    the same request ("WebAuthn MFA requires enabling an additional MFA setting."), so such a
+    request keeps (or gains) one enabled factor's block, with its current setting.
+    """
     after = apply_request(before, request)
     changed = changed_factors(before, after)
-    return MfaRequest({f: w for f, w in request.blocks.items() if f in changed})
+    blocks = {f: w for f, w in request.blocks.items() if f in changed}
+    passkey = blocks.get(Factor.PASSKEY)
+    if (
+        passkey is not None
+        and passkey.enabled
+        and not any(w.enabled for f, w in blocks.items() if f in CODE_FACTORS)
+    ):
+        companions = sorted(
+            after.enabled & CODE_FACTORS,
+            key=lambda f: (f != after.preferred, FACTOR_ORDER.index(f)),
+        )
+        if companions:
+            blocks[companions[0]] = FactorWrite(True, after.preferred == companions[0])
+    return MfaRequest(blocks)
 
 
 def more_than_one_preferred(request: MfaRequest) -> str | None:
@@ -135,8 +154,25 @@ def missing_attributes(request: MfaRequest, attributes: Mapping[str, str]) -> li
     return out
 
 
+def passkey_problems(request: MfaRequest, after: MfaState) -> list[str]:
+    write = request.blocks.get(Factor.PASSKEY)
+    if write is not None and write.enabled and not after.enabled & CODE_FACTORS:
+        return [
+            "WebAuthnMfaSettings: passkey MFA needs another MFA factor (SMS, TOTP or email) "
+            "enabled beside it, and Cognito rejects it alone; turn one on in the same command"
+        ]
+    return []
+
+
 def pool_problems(request: MfaRequest, pool: PoolMfaConfig, pool_id: str) -> list[str]:
     out = []
+    passkey = request.blocks.get(Factor.PASSKEY)
+    if passkey is not None and passkey.enabled and Factor.PASSKEY not in pool.factors:
+        out.append(
+            f"WebAuthnMfaSettings: user pool {pool_id} does not let passkeys count as MFA (its "
+            "WebAuthnConfiguration.FactorConfiguration is not "
+            "MULTI_FACTOR_WITH_USER_VERIFICATION), and Cognito rejects passkey MFA until it does"
+        )
     if Factor.EMAIL in request.blocks and Factor.EMAIL not in pool.factors:
         out.append(
             f"EmailMfaSettings: user pool {pool_id} has no email MFA configured (it needs the "
@@ -156,8 +192,9 @@ def pool_problems(request: MfaRequest, pool: PoolMfaConfig, pool_id: str) -> lis
 
 
 def last_factor_removed(before: MfaState, after: MfaState) -> str | None:
-    if before.enabled and not after.enabled:
-        names = ", ".join(f.value for f in FACTOR_ORDER if f in before.enabled)
+    # Passkey MFA protects only a passkey sign-in: it does not count as a factor left.
+    if before.enabled & CODE_FACTORS and not after.enabled & CODE_FACTORS:
+        names = ", ".join(f.value for f in FACTOR_ORDER if f in before.enabled & CODE_FACTORS)
         return (
             f"this turns off the user's last MFA factor ({names}): they would sign in with a "
             "password alone. Pass --force to do it anyway"
@@ -219,6 +256,7 @@ def plan_change(
         problems.append(two)
     problems += preferred_but_disabled(resolved)
     problems += missing_attributes(request, read.attributes)
+    problems += passkey_problems(request, after)
     if pool is not None:
         problems += pool_problems(request, pool, pool_id)
     notes = [n for n in (totp_enrollment_note(request, before),) if n]

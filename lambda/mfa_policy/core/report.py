@@ -25,6 +25,10 @@ from mfa_policy.core.model import DRIFT_OUTCOMES, UNCONVERGED_OUTCOMES, Outcome
 #: file). Raise it when a field changes meaning or goes away; adding an optional one is fine.
 SCHEMA_VERSION = 1
 TOOL_VERSION = __version__
+#: Row ``state_source`` values: the one read documented to count as MAU, every read, the ledger.
+MAU_READ = "AdminGetUser"
+READS = ("AdminGetUserAuthFactors", "GetUserAuthFactors", MAU_READ, "GetUser")
+LEDGER = "ledger"
 
 _EMAIL = re.compile(r"^([^@\s])[^@\s]*(@[^@\s]+)$")
 _PHONE = re.compile(r"^\+?[0-9][0-9 ()-]{6,}[0-9]$")
@@ -87,11 +91,36 @@ class Counts:
     by_rule: dict[str, Counter[str]] = field(default_factory=dict)
     api_calls: Counter[str] = field(default_factory=Counter)
     throttled: Counter[str] = field(default_factory=Counter)
+    #: Where before-states came from: read calls by name, "ledger", "maus_added",
+    #: and "reason:<why>" per read.
+    reads: Counter[str] = field(default_factory=Counter)
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         self.by_outcome[row["outcome"]] += 1
         rule = row.get("rule") or "(no rule)"
         self.by_rule.setdefault(rule, Counter())[row["outcome"]] += 1
+        source = row.get("state_source")
+        if source:
+            self.reads[source] += 1
+            if row.get("read_reason"):
+                self.reads[f"reason:{row['read_reason']}"] += 1
+            if row.get("mau_added"):
+                self.reads["maus_added"] += 1
+
+    def cost_dict(self) -> dict[str, Any]:
+        """What the run's reads cost: reads that count as MAU, and the MAUs they added."""
+        mau_reads = self.reads.get(MAU_READ, 0)
+        return {
+            "mfa_reads": sum(self.reads.get(read, 0) for read in READS),
+            "mau_reads": mau_reads,
+            "maus_added": self.reads.get("maus_added", 0),
+            "from_ledger": self.reads.get(LEDGER, 0),
+            "read_reasons": {
+                k.split(":", 1)[1]: v
+                for k, v in sorted(self.reads.items())
+                if k.startswith("reason:")
+            },
+        }
 
     @property
     def users(self) -> int:
@@ -103,6 +132,7 @@ class Counts:
             "by_rule": {rule: dict(sorted(c.items())) for rule, c in sorted(self.by_rule.items())},
             "api_calls": dict(sorted(self.api_calls.items())),
             "throttled": dict(sorted(self.throttled.items())),
+            "reads": dict(sorted(self.reads.items())),
         }
 
     @classmethod
@@ -112,6 +142,7 @@ class Counts:
             by_rule={k: Counter(v) for k, v in data.get("by_rule", {}).items()},
             api_calls=Counter(data.get("api_calls", {})),
             throttled=Counter(data.get("throttled", {})),
+            reads=Counter(data.get("reads", {})),
         )
 
 
@@ -242,6 +273,7 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         for rule, per in counts["by_rule"].items():
             cells = " | ".join(str(per.get(o, 0)) for o in outcomes)
             lines.append(f"| {md_text(rule)} | {cells} |")
+    lines += _cost_lines(summary, markdown=True)
     calls = counts.get("api_calls") or {}
     if calls:
         lines += ["", "API calls: " + ", ".join(f"{md_text(op)} {n}" for op, n in calls.items())]
@@ -263,6 +295,7 @@ def render_text(summary: Mapping[str, Any]) -> str:
     ]
     width = max((len(o) for o in counts["by_outcome"]), default=0)
     lines += [f"  {o:<{width}}  {n}" for o, n in counts["by_outcome"].items() if n]
+    lines += _cost_lines(summary, markdown=False)
     calls = counts.get("api_calls") or {}
     if calls:
         lines.append("  api calls: " + ", ".join(f"{op}={n}" for op, n in calls.items()))
@@ -270,6 +303,20 @@ def render_text(summary: Mapping[str, Any]) -> str:
     if summary.get("report_dir"):
         lines.append(f"  report: {summary['report_dir']}")
     return "\n".join(lines) + "\n"
+
+
+def _cost_lines(summary: Mapping[str, Any], *, markdown: bool) -> list[str]:
+    cost = summary.get("cost")
+    if not cost:
+        return []
+    ledger = summary.get("ledger") or {}
+    how = "full read" if ledger.get("full_read", True) else "incremental (state ledger)"
+    text = (
+        f"MFA reads: {cost['mfa_reads']} ({how}); {cost['mau_reads']} with AdminGetUser, "
+        f"which counts as MAU; MAUs added: {cost['maus_added']} (read and not yet active "
+        f"this month); {cost['from_ledger']} decided from the ledger"
+    )
+    return ["", text] if markdown else [f"  {text}"]
 
 
 def _verdict(summary: Mapping[str, Any]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -49,7 +50,8 @@ def format_path(path: Path) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else part
+            name = part if part.isprintable() else repr(part)[1:-1]
+            out += f".{name}" if out else name
     return out or "(top level)"
 
 
@@ -88,14 +90,56 @@ def _is_type(value: object, type_name: str) -> bool:
     if type_name == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
     if type_name == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
+        return _is_number(value)
     raise ValueError(f"schema uses unsupported type {type_name!r}")
+
+
+def _is_number(value: object) -> bool:
+    """A JSON number: never a boolean, and never NaN or Infinity (JSON has neither, and a NaN
+    compares false with every bound, so it would pass them all)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int)
+
+
+def _json_key(value: object) -> object:
+    """A hashable stand-in that is equal exactly when JSON Schema calls two values equal:
+    ``1 == 1.0``, but ``true != 1`` (Python says otherwise)."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, list):
+        return ("array", tuple(_json_key(v) for v in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((_json_key(k), _json_key(v)) for k, v in value.items()))
+    return ("other", id(value))
+
+
+def _json_equal(a: object, b: object) -> bool:
+    return _json_key(a) == _json_key(b)
 
 
 def _show(value: object) -> str:
     if isinstance(value, str):
+        return repr(value)  # escapes what cannot be printed (a lone surrogate, a NUL)
+    try:
+        return json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
         return repr(value)
-    return json.dumps(value)
+
+
+def _unencodable(text: str) -> str | None:
+    """Why ``text`` cannot be written to a file or a report, if it cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"contains {text[exc.start]!r}, a lone surrogate that is not valid Unicode"
+    return None
 
 
 def _one_of_words(values: list[Any]) -> str:
@@ -110,10 +154,16 @@ def _check(
     if "anyOf" in node:
         yield from _check_any_of(value, node["anyOf"], root, path)
         return
-    if "const" in node and value != node["const"]:
+    if isinstance(value, str) and (problem := _unencodable(value)):
+        yield Issue(path, problem)
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        yield Issue(path, f"{_show(value)} is not allowed; NaN and Infinity are not numbers")
+        return
+    if "const" in node and not _json_equal(value, node["const"]):
         yield Issue(path, f"{_show(value)} is not allowed; must be {_show(node['const'])}")
         return
-    if "enum" in node and value not in node["enum"]:
+    if "enum" in node and not any(_json_equal(value, v) for v in node["enum"]):
         yield Issue(path, f"{_show(value)} is not one of {_one_of_words(node['enum'])}")
         return
     type_name = node.get("type")
@@ -155,6 +205,8 @@ def _check_object(
     for key, item in value.items():
         if not isinstance(key, str):
             yield Issue(path, f"key {_show(key)} is not a string")
+        elif problem := _unencodable(key):
+            yield Issue((*path, key), f"key {problem}")
         elif key in properties:
             yield from _check(item, properties[key], root, (*path, key))
         elif additional is False:
@@ -174,11 +226,12 @@ def _check_array(
     if len(value) < node.get("minItems", 0):
         yield Issue(path, "must not be empty")
     if node.get("uniqueItems"):
-        seen: list[object] = []
+        seen: set[object] = set()  # a set, so 100,000 excluded usernames take linear time
         for index, item in enumerate(value):
-            if item in seen:
+            key = _json_key(item)
+            if key in seen:
                 yield Issue((*path, index), f"{_show(item)} is listed twice")
-            seen.append(item)
+            seen.add(key)
     if "items" in node:
         for index, item in enumerate(value):
             yield from _check(item, node["items"], root, (*path, index))

@@ -4,6 +4,11 @@ The construct and every deployed stack reference ``mfa_policy.handlers.<name>``:
 names here even if the code behind them moves.
 """
 
-from mfa_policy.handlers.lambda_entry import deploy_is_complete, deploy_on_event, slice_handler
+from mfa_policy.handlers.lambda_entry import (
+    changed_user_handler,
+    deploy_is_complete,
+    deploy_on_event,
+    slice_handler,
+)
 
-__all__ = ["deploy_is_complete", "deploy_on_event", "slice_handler"]
+__all__ = ["changed_user_handler", "deploy_is_complete", "deploy_on_event", "slice_handler"]

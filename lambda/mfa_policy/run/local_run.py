@@ -13,11 +13,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mfa_policy.aws.cloudtrail import DEFAULT_LOOKUPS_PER_SECOND
 from mfa_policy.aws.tokens import TokenSource
 from mfa_policy.core.engine import Mode
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.report import LocalReport
 from mfa_policy.exceptions import RunError
+from mfa_policy.run.ledger import SqliteLedger
 from mfa_policy.run.runner import (
     ADMIN,
     QuotaShareSettings,
@@ -33,6 +35,8 @@ from mfa_policy.run.state import (
     PoolLock,
     PoolLocked,
     StateFolder,
+    check_run_id,
+    ensure_writable_dir,
     user_lock_dir,
 )
 
@@ -86,14 +90,24 @@ def run_locally(
     on_rows: Callable[[list[Row]], None] | None = None,
     wait: float = 0.0,
     on_wait: Callable[[PoolLocked], None] | None = None,
+    cloudtrail: Any | None = None,
+    full: bool = False,
+    lookups_per_second: float = DEFAULT_LOOKUPS_PER_SECOND,
     quota_share: QuotaShareSettings | None = None,
 ) -> LocalRun:
     """Run (or resume) ``mode`` over the pool; returns the summary, complete or not.
 
     Refuses (RunError) while another run holds the pool, unless ``wait`` seconds is enough
-    for it to end.
+    for it to end. With a ``cloudtrail`` client the run keeps the pool's state ledger in the
+    state folder and reads only users who can have changed (``full`` reads everyone); without
+    one it reads every in-scope user and keeps no ledger.
     """
+    if workers < 1:
+        raise RunError(f"workers must be at least 1, not {workers}")
     state = StateFolder(state_dir)
+    state.check_writable()  # before any lock or request: a run must be able to checkpoint
+    if isinstance(resume, str):
+        check_run_id(resume)
     run_id = resume if isinstance(resume, str) else new_run_id(mode.value)
     lock = pool_lock(user_pool_id, run_id, mode.value, state_dir)
     lock.acquire(wait, on_wait)
@@ -113,6 +127,9 @@ def run_locally(
             workers=workers,
             keep_going=keep_going,
             on_rows=on_rows,
+            cloudtrail=cloudtrail,
+            full=full,
+            lookups_per_second=lookups_per_second,
             quota_share=quota_share,
         )
     finally:
@@ -135,7 +152,10 @@ def _run_holding(
     workers: int,
     keep_going: Callable[[], bool],
     on_rows: Callable[[list[Row]], None] | None,
-    quota_share: QuotaShareSettings | None = None,
+    cloudtrail: Any | None,
+    full: bool,
+    lookups_per_second: float,
+    quota_share: QuotaShareSettings | None,
 ) -> LocalRun:
     checkpoint = None
     if resume:
@@ -165,33 +185,47 @@ def _run_holding(
             )
         run_id = checkpoint.run_id
         lock.rename(run_id)
-        report = LocalReport(checkpoint.report_uri)
+        report = _report_folder(checkpoint.report_uri)
     else:
         directory = Path(report_dir) if report_dir else state.root / "reports" / run_id
         require_fresh_report_folder(directory)
-        report = LocalReport(directory)
+        report = _report_folder(directory)
 
     if checkpoint is not None and _is_unreported(checkpoint):
         return LocalRun(_finish_unreported(state, report, checkpoint), report.directory)
 
-    checkpoint = execute_slice(
-        client,
-        policy,
-        user_pool_id,
-        mode=mode,
-        report=report,
-        probe_db=state.probe_db(user_pool_id),
-        journal=IntentJournal(state.run_dir(run_id) / "intents.jsonl"),
-        checkpoint=checkpoint,
-        run_id=run_id,
-        keep_going=keep_going,
-        save_checkpoint=state.save,
-        auth=auth,
-        tokens=tokens,
-        workers=workers,
-        on_rows=on_rows,
-        quota_share=quota_share,
+    # The pool's lock (held here) also keeps two runs from updating one ledger at once.
+    ledger = (
+        SqliteLedger(state.ledger_db(user_pool_id), user_pool_id)
+        if cloudtrail is not None
+        else None
     )
+    try:
+        checkpoint = execute_slice(
+            client,
+            policy,
+            user_pool_id,
+            mode=mode,
+            report=report,
+            probe_db=state.probe_db(user_pool_id),
+            journal=IntentJournal(state.run_dir(run_id) / "intents.jsonl", run_id=run_id),
+            checkpoint=checkpoint,
+            run_id=run_id,
+            keep_going=keep_going,
+            save_checkpoint=state.save,
+            auth=auth,
+            tokens=tokens,
+            workers=workers,
+            on_rows=on_rows,
+            ledger=ledger,
+            cloudtrail=cloudtrail,
+            full=full,
+            lookups_per_second=lookups_per_second,
+            quota_share=quota_share,
+        )
+    finally:
+        if ledger is not None:
+            ledger.close()
     return LocalRun(_written_summary(report, checkpoint), report.directory)
 
 
@@ -215,3 +249,12 @@ def _written_summary(report: LocalReport, checkpoint: Checkpoint) -> dict[str, A
         written: dict[str, Any] = json.loads(path.read_text("utf-8"))
         return written
     return summary_of(checkpoint)
+
+
+def _report_folder(directory: str | Path) -> LocalReport:
+    path = Path(directory)
+    ensure_writable_dir(path, "report folder")
+    try:
+        return LocalReport(path)
+    except OSError as exc:
+        raise RunError(f"cannot write the report folder {path}: {exc.strerror or exc}") from None

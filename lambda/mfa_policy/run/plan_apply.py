@@ -14,7 +14,7 @@ from typing import Any
 
 from mfa_policy.aws.gateway import CognitoError, CognitoGateway
 from mfa_policy.core.engine import describe_change
-from mfa_policy.core.model import Outcome
+from mfa_policy.core.model import Factor, Outcome
 from mfa_policy.core.plan import Plan, PlannedChange
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.report import Counts
@@ -45,7 +45,9 @@ def apply_change(gateway: CognitoGateway, change: PlannedChange) -> Row:
     }
     name = _address(change)
     try:
-        current = gateway.admin_read(name).mfa
+        # AdminGetUser, like rollback: it shows legacy MFAOptions (drift saw them in ListUsers).
+        read = gateway.admin_read(name)
+        current = read.mfa
     except CognitoError as exc:
         gone = exc.code == "UserNotFoundException"
         return {
@@ -55,7 +57,9 @@ def apply_change(gateway: CognitoGateway, change: PlannedChange) -> Row:
             "error": exc.code,
         }
     out.update(before=current.to_dict(), after=current.to_dict())
-    if current == change.expected:
+    # A legacy SMS user's planned SMS block changes no state, only the API that holds it.
+    migrating = read.legacy_sms and Factor.SMS in change.request.blocks
+    if current == change.expected and not migrating:
         # Applied already (a retried slice, a plan applied twice): nothing left to send.
         return {**out, "outcome": Outcome.COMPLIANT.value, "reason": "already as planned"}
     if current != change.observed:

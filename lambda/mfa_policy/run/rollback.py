@@ -180,6 +180,8 @@ def restore_user(gateway: CognitoGateway, row: Row, *, digest_matched: bool = Tr
     }
     name = _lookup_name(row)
     try:
+        # AdminGetUser: it shows legacy MFAOptions, which a read without the ListUsers row
+        # would miss; the user was written by the apply, so the read adds no MAU of its own.
         read = gateway.admin_read(name)
     except CognitoError as exc:
         return {

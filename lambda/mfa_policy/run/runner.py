@@ -5,14 +5,16 @@ one slow call (a latency tail) holds up only its own page's commit, never the bu
 workers keep reading and writing the later pages meanwhile. Pages are committed in order, as
 soon as each is complete: rows appended to the report, then the checkpoint saved. A run
 stopped at a time budget, or killed, resumes after its last committed page; the write-intent
-journal lets it report users it changed just before dying as ``changed`` with their true
-before-state.
+journal (a page's intents are recorded in one batch before any of its writes is sent) lets it
+report users it changed just before dying as ``changed`` with their true before-state.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import threading
+import time
 import uuid
 from array import array
 from collections import deque
@@ -20,30 +22,64 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
-from mfa_policy.aws.gateway import CallCounters, CognitoError, CognitoGateway, ListedUser
+from mfa_policy.aws.cloudtrail import (
+    DEFAULT_LOOKUPS_PER_SECOND,
+    DEFAULT_OVERLAP_SECONDS,
+    CloudTrailFeed,
+)
+from mfa_policy.aws.gateway import (
+    CallCounters,
+    CognitoError,
+    CognitoGateway,
+    ListedUser,
+    operation_name,
+)
 from mfa_policy.aws.ratelimit import Category, RateLimiter
 from mfa_policy.aws.tokens import TOKEN_OTHER_USER, TokenProblem, TokenSource, binding_problem
 from mfa_policy.aws.usage import DEFAULT_QUOTAS, QuotaShare
 from mfa_policy.core.engine import (
     Decision,
     Mode,
+    PoolFacts,
     Rejection,
     after_rejection,
     decide,
     decide_unread,
 )
-from mfa_policy.core.model import Factor, MfaRead, MfaState, Outcome, User
+from mfa_policy.core.ledger import (
+    Ledger,
+    LedgerEntry,
+    Observation,
+    ReadReason,
+    active_in,
+    month_of,
+    needs_read,
+)
+from mfa_policy.core.model import (
+    FACTOR_ORDER,
+    WRITE_REFUSED_STATUSES,
+    Factor,
+    FactorSetting,
+    MfaRead,
+    MfaState,
+    Outcome,
+    User,
+)
 from mfa_policy.core.policy import Policy
-from mfa_policy.core.report import Counts, mask_identifier
+from mfa_policy.core.report import LEDGER, MAU_READ, Counts, mask_identifier
 from mfa_policy.exceptions import PreflightError, RunError
-from mfa_policy.run.state import Checkpoint, Intent, IntentJournal, ProbeMemory
+from mfa_policy.run.ledger import sync_feed
+from mfa_policy.run.state import Checkpoint, Intent, Journal, ProbeMemory
 
 #: Pages listed but not yet committed. Eight pages are 480 users, four seconds of Cognito's
 #: UserRead quota: a call as slow as 2 s does not idle the budget. Memory is bounded by it.
 PAGES_IN_FLIGHT = 8
+#: Allowance between our clock and CloudTrail's when comparing an event with an observation.
+DEFAULT_SKEW_SECONDS = 5.0
 ADMIN = "admin"
 ACCESS_TOKEN = "access-token"  # noqa: S105 (the auth mode's name)
 
@@ -75,38 +111,81 @@ def rate_limiter_for(policy: Policy) -> RateLimiter:
     )
 
 
-def preflight(gateway: CognitoGateway, policy: Policy) -> list[str]:
-    """Refuse a policy the pool cannot honour, before any write; return warnings."""
+def preflight(gateway: CognitoGateway, policy: Policy) -> tuple[PoolFacts, list[str]]:
+    """Refuse a policy the pool cannot honour, before any write; return the pool's facts and
+    warnings. Reads GetUserPoolMfaConfig and DescribeUserPool, once each."""
+    pool_id = gateway.user_pool_id
     config = gateway.pool_mfa_config()
-    missing = sorted(f.value for f in policy.factors_enabled - config.factors)
+    settings = gateway.pool_settings()
+    enabled = policy.factors_enabled
+    warnings = list(policy.warnings)
+    if settings is None:
+        warnings.append(
+            f"cannot describe user pool {pool_id} (no cognito-idp:DescribeUserPool): its "
+            "feature plan and account recovery were not checked"
+        )
+    else:
+        # Before the factor check: a Lite pool cannot even configure these, so the plan is
+        # the reason, not the configuration.
+        needs_plan = sorted(f.value for f in enabled & {Factor.EMAIL, Factor.PASSKEY})
+        if settings.tier == "LITE" and needs_plan:
+            raise PreflightError(
+                f"user pool {pool_id} is on the Lite feature plan, and the policy enables "
+                f"{' and '.join(needs_plan)} MFA, which needs the Essentials or Plus plan; "
+                "change the pool's plan (UserPoolTier) or the policy"
+            )
+        if settings.recovery == ("verified_email",) and Factor.EMAIL in enabled:
+            raise PreflightError(
+                f"user pool {pool_id} recovers accounts by email only: Cognito does not let "
+                "users set up email MFA then, and a user who prefers email MFA could not get a "
+                "password-reset code by email; add verified_phone_number to the pool's "
+                "AccountRecoverySetting or change the policy"
+            )
+    missing = sorted(f.value for f in enabled - config.factors)
     if missing and config.mode == "OFF":
         # Cognito refuses factor settings on a pool with MFA OFF, so such a pool offers none.
         raise PreflightError(
-            f"user pool {gateway.user_pool_id} has MFA OFF, so it offers no factor, and the "
+            f"user pool {pool_id} has MFA OFF, so it offers no factor, and the "
             f"policy enables {', '.join(missing)}; set the pool's MFA to OPTIONAL (or ON) with "
             "those factors configured first"
         )
+    if Factor.PASSKEY in enabled and Factor.PASSKEY not in config.factors:
+        raise PreflightError(
+            f"user pool {pool_id} does not offer passkey MFA, which the policy enables: its "
+            "WebAuthnConfiguration.FactorConfiguration is "
+            f"{config.passkey_factor_configuration or 'not set'}, not "
+            "MULTI_FACTOR_WITH_USER_VERIFICATION; set it with SetUserPoolMfaConfig or change "
+            "the policy"
+        )
     if missing:
         raise PreflightError(
-            f"user pool {gateway.user_pool_id} does not offer {', '.join(missing)} MFA, which "
+            f"user pool {pool_id} does not offer {', '.join(missing)} MFA, which "
             f"the policy enables (pool offers: "
             f"{', '.join(sorted(f.value for f in config.factors)) or 'none'}); configure it "
             "with SetUserPoolMfaConfig or change the policy"
         )
-    warnings = list(policy.warnings)
     if config.mode == "OFF":
         warnings.append(
-            f"user pool {gateway.user_pool_id} has MFA OFF: preferences are stored but users "
+            f"user pool {pool_id} has MFA OFF: preferences are stored but users "
             "are never prompted for a second factor until MFA is OPTIONAL or ON"
         )
-    if config.mode == "ON" and any(
-        s.value == "disabled" for r in policy.rules for s in r.factors.values()
-    ):
+    disabling = sorted(
+        {f.value for r in policy.rules for f in r.factors_set_to(FactorSetting.DISABLED)}
+    )
+    if config.mode == "ON" and disabling:
         warnings.append(
-            "the pool requires MFA (ON): Cognito refuses to disable factors, so "
-            "rules that disable one cannot converge"
+            f"user pool {pool_id} requires MFA (ON): factors cannot be turned off there, so "
+            "only preference changes (and factors turned on) are planned; users whose rule "
+            f"disables {', '.join(disabling)} are reported guarded (pool_requires_mfa)"
         )
-    return warnings
+    first_factors = settings.first_auth_factors if settings is not None else None
+    return (
+        PoolFacts(
+            mfa=config.mode,
+            passwordless_sign_in=bool(first_factors and first_factors - {"PASSWORD"}),
+        ),
+        warnings,
+    )
 
 
 @dataclass(frozen=True)
@@ -116,6 +195,18 @@ class _Outcome:
     error: str | None = None
     #: False when the user's state was never read (no token, read failed).
     read: bool = True
+    #: Where the before-state came from: the read call's name, or "ledger".
+    source: str | None = None
+    read_reason: ReadReason | None = None
+    observed_at: float | None = None
+    #: For a read that counts as MAU: whether the user was not yet active this month.
+    mau_added: bool | None = None
+
+
+@dataclass(frozen=True)
+class _Processed:
+    row: Row
+    observation: Observation | None = None
 
 
 class _TokenRefused(Exception):
@@ -137,12 +228,19 @@ class Runner:
         mode: Mode,
         report: ReportSink,
         probes: ProbeMemory,
-        journal: IntentJournal,
+        journal: Journal,
         save_checkpoint: Callable[[Checkpoint], None],
         auth: str = ADMIN,
         tokens: TokenSource | None = None,
         workers: int = 32,
         on_rows: Callable[[list[Row]], None] | None = None,
+        ledger: Ledger | None = None,
+        feed: CloudTrailFeed | None = None,
+        full: bool = False,
+        overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+        skew_seconds: float = DEFAULT_SKEW_SECONDS,
+        clock: Callable[[], float] = time.time,
+        changed_subs: frozenset[str] = frozenset(),
         pages_in_flight: int = PAGES_IN_FLIGHT,
     ) -> None:
         if auth == ACCESS_TOKEN and tokens is None:
@@ -158,11 +256,45 @@ class Runner:
         self.tokens = tokens
         self.workers = workers
         self.on_rows = on_rows
+        self.ledger = ledger
+        self.feed = feed
+        self.full = full
+        self.overlap_seconds = overlap_seconds
+        self.skew_seconds = skew_seconds
+        #: Users known to have changed (an EventBridge event): always read.
+        self.changed_subs = changed_subs
         self.pages_in_flight = max(1, pages_in_flight)
+        self._clock = clock
+        #: Set per slice from the checkpoint: read everyone, and the month MAUs are billed in.
+        self._full_read = ledger is None
+        self._month = month_of(clock())
+        #: What preflight learnt of the pool; a resumed slice takes it from the checkpoint.
+        self.pool = PoolFacts()
 
     def start(self, run_id: str | None = None) -> Checkpoint:
-        """Preflight and a fresh checkpoint; raises PreflightError before anything is written."""
-        warnings = preflight(self.gateway, self.policy)
+        """Preflight, the change feed into the ledger, and a fresh checkpoint; raises
+        PreflightError before anything is written."""
+        pool, warnings = preflight(self.gateway, self.policy)
+        self.pool = pool
+        now = self._clock()
+        ledger_info: dict[str, Any] = {"used": False, "full_read": True, "reason": "no ledger"}
+        if self.ledger is not None:
+            sync = sync_feed(
+                self.ledger,
+                self.feed,
+                now=now,
+                full_requested=self.full,
+                overlap_seconds=self.overlap_seconds,
+            )
+            warnings += sync.warnings
+            ledger_info = {
+                "used": True,
+                "full_read": sync.full,
+                "reason": sync.reason,
+                "cloudtrail_lookups": sync.lookups,
+                "cloudtrail_events": sync.events,
+                "window": [_iso(sync.window_start), _iso(sync.window_end)],
+            }
         checkpoint = Checkpoint(
             run_id=run_id or new_run_id(self.mode.value),
             user_pool_id=self.gateway.user_pool_id,
@@ -174,6 +306,9 @@ class Runner:
             report_uri=self.report.uri,
             report=self.report.sizes(),
             counts=self._counts_with_calls(Counts()).to_dict(),
+            pool={"mfa": pool.mfa, "passwordless_sign_in": pool.passwordless_sign_in},
+            month=month_of(now),
+            ledger=ledger_info,
         )
         self.save_checkpoint(checkpoint)
         return checkpoint
@@ -190,9 +325,12 @@ class Runner:
                 f"{checkpoint.policy_hash}, not {self.policy.hash}; start a new run"
             )
         self.report.truncate(checkpoint.report)
+        self.pool = PoolFacts(**checkpoint.pool) if checkpoint.pool else PoolFacts()
         checkpoint = replace(checkpoint, slices=checkpoint.slices + 1)
+        self._full_read = self.ledger is None or bool(checkpoint.ledger.get("full_read", True))
+        self._month = checkpoint.month or month_of(self._clock())
         groups = self._group_members()
-        in_flight: deque[tuple[int, str | None, list[Future[Row]]]] = deque()
+        in_flight: deque[tuple[int, str | None, list[Future[_Processed]]]] = deque()
         page, token = checkpoint.next_page, checkpoint.next_token
         first_page = page
         listed_all = False
@@ -201,8 +339,8 @@ class Runner:
                 # Commit every complete page at the head, in order, before listing more.
                 while in_flight and all(f.done() for f in in_flight[0][2]):
                     committed, token_after, futures = in_flight.popleft()
-                    rows = [f.result() for f in futures]
-                    checkpoint = self._commit(checkpoint, committed, token_after, rows)
+                    processed = [f.result() for f in futures]
+                    checkpoint = self._commit(checkpoint, committed, token_after, processed)
                 # A slice always takes at least one page, so a loop of slices always progresses.
                 if (
                     len(in_flight) < self.pages_in_flight
@@ -211,10 +349,14 @@ class Runner:
                 ):
                     users_page = self.gateway.list_users_page(token)
                     tokens = self._tokens_for(users_page.users)
-                    futures = [
-                        pool.submit(self._process, u, page, groups, tokens.get(u.username))
-                        for u in users_page.users
-                    ]
+                    entries = (
+                        self.ledger.get_many(u.sub for u in users_page.users)
+                        if self.ledger is not None
+                        else {}
+                    )
+                    futures = self._submit_page(
+                        pool, users_page.users, page, groups, tokens, entries
+                    )
                     in_flight.append((page, users_page.next_token, futures))
                     page, token = page + 1, users_page.next_token
                     listed_all = token is None
@@ -223,8 +365,8 @@ class Runner:
                     break
                 # The window is full (or the listing is done): wait for the oldest page.
                 committed, token_after, futures = in_flight.popleft()
-                rows = [f.result() for f in futures]
-                checkpoint = self._commit(checkpoint, committed, token_after, rows)
+                processed = [f.result() for f in futures]
+                checkpoint = self._commit(checkpoint, committed, token_after, processed)
         if checkpoint.done:
             checkpoint = replace(checkpoint, ended_at=now_iso())
             self.save_checkpoint(checkpoint)
@@ -234,14 +376,24 @@ class Runner:
     # -- commit ---------------------------------------------------------------------------
 
     def _commit(
-        self, checkpoint: Checkpoint, page: int, token_after: str | None, rows: list[Row]
+        self,
+        checkpoint: Checkpoint,
+        page: int,
+        token_after: str | None,
+        processed: list[_Processed],
     ) -> Checkpoint:
+        rows = [p.row for p in processed]
         self.report.append(rows)
+        if self.ledger is not None:
+            # Before the checkpoint: a page redone after a crash finds its reads recorded.
+            self.ledger.record(p.observation for p in processed if p.observation is not None)
         counts = Counts.from_dict(checkpoint.counts)
         for row in rows:
             counts.add_row(row)
+        new_warnings = [w for w in self.gateway.warnings if w not in checkpoint.warnings]
         checkpoint = replace(
             checkpoint,
+            warnings=[*checkpoint.warnings, *new_warnings],
             next_page=page + 1,
             next_token=token_after,
             done=token_after is None,
@@ -271,46 +423,208 @@ class Runner:
         assert self.tokens is not None
         return self.tokens.get_many(u.username for u in users)
 
+    # -- one page -------------------------------------------------------------------------
+
+    def _submit_page(
+        self,
+        pool: ThreadPoolExecutor,
+        users: list[ListedUser],
+        page: int,
+        groups: Mapping[str, GroupMembers],
+        tokens: Mapping[str, str],
+        entries: Mapping[str, LedgerEntry],
+    ) -> list[Future[_Processed]]:
+        """Read and decide every user of the page; once all are decided, journal the page's
+        writes in one batch (durable before any is sent: one S3 PUT per page in AWS), then send
+        them. Returns one future row per user, in listing order. Nothing blocks a worker
+        waiting for the others, so a pool of any size cannot deadlock on a page."""
+        rows: list[Future[_Processed]] = [Future() for _ in users]
+        writes: list[tuple[int, _Write]] = []
+        failure: list[BaseException] = []
+        remaining = [len(users)]
+        lock = threading.Lock()
+
+        def send() -> None:
+            if failure:  # the run is going down: send nothing more from this page
+                for index, _ in writes:
+                    rows[index].set_exception(failure[0])
+                return
+            unsent = deque(writes)
+            try:
+                self.journal.record_many([w.intent(page) for _, w in writes])
+                while unsent:
+                    index, write = unsent[0]
+                    pool.submit(self._write, write, page).add_done_callback(
+                        partial(_settle, rows[index])
+                    )
+                    unsent.popleft()
+            except BaseException as exc:  # each row carries it to the commit, which raises
+                for index, _ in unsent:
+                    rows[index].set_exception(exc)
+
+        def decided(index: int, future: Future[_Processed | _Write]) -> None:
+            exc = future.exception()
+            result = None if exc is not None else future.result()
+            with lock:
+                if exc is not None:
+                    failure.append(exc)
+                elif isinstance(result, _Write):
+                    writes.append((index, result))
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if exc is not None:
+                rows[index].set_exception(exc)
+            elif not isinstance(result, _Write):
+                assert result is not None
+                rows[index].set_result(result)
+            if last:
+                send()
+
+        for index, listed in enumerate(users):
+            pool.submit(
+                self._process,
+                listed,
+                page,
+                groups,
+                tokens.get(listed.username),
+                entries.get(listed.sub),
+            ).add_done_callback(partial(decided, index))
+        return rows
+
+    def _write(self, write: _Write, page: int) -> _Processed:
+        return write.finish(self._apply(write.user, write.decision, page, write.token))
+
     # -- one user -------------------------------------------------------------------------
 
+    def process_user(
+        self, listed: ListedUser, groups: Mapping[str, GroupMembers], entry: LedgerEntry | None
+    ) -> tuple[Row, Observation | None]:
+        """One user outside a page (a user an EventBridge event names): the row and what the
+        ledger should record. Admin auth."""
+        processed = self._process(listed, 0, groups, None, entry)
+        if isinstance(processed, _Write):
+            self.journal.record_many([processed.intent(0)])
+            processed = self._write(processed, 0)
+        return processed.row, processed.observation
+
+    def group_members(self) -> dict[str, GroupMembers]:
+        return self._group_members()
+
     def _process(
-        self, listed: ListedUser, page: int, groups: Mapping[str, GroupMembers], token: str | None
-    ) -> Row:
+        self,
+        listed: ListedUser,
+        page: int,
+        groups: Mapping[str, GroupMembers],
+        token: str | None,
+        entry: LedgerEntry | None = None,
+    ) -> _Processed | _Write:
         member_of = frozenset(g for g, members in groups.items() if listed.username in members)
         # No read for a user whose outcome does not depend on their MFA state (excluded,
         # skipped, unmanaged, deferred): such a row has no before-state.
         unread = decide_unread(self.policy, as_user(listed, member_of))
         if unread is not None:
-            return row_of(_Outcome(unread, read=False), self.mode)
+            return _Processed(row_of(_Outcome(unread, read=False), self.mode))
         skeleton = Decision(listed.username, listed.sub, None, Outcome.SKIPPED, "", MfaState())
         if self.auth == ACCESS_TOKEN and token is None:
-            return row_of(
-                _Outcome(replace(skeleton, reason="no_token: no stored access token"), read=False),
-                self.mode,
+            return _Processed(
+                row_of(
+                    _Outcome(
+                        replace(skeleton, reason="no_token: no stored access token"), read=False
+                    ),
+                    self.mode,
+                )
             )
-        try:
-            user = self._read(listed, member_of, token)
-        except _TokenRefused as refused:
-            invalid = replace(
-                skeleton, outcome=Outcome.TOKEN_INVALID, reason=refused.problem.reason
-            )
-            return row_of(_Outcome(invalid, read=False), self.mode)
-        except CognitoError as exc:
-            return row_of(replace(self._error_outcome(skeleton, exc), read=False), self.mode)
         # Only apply probes; drift needs no probe-memory lookup (one SQLite query per user).
         probe_allowed = (
             self.mode is Mode.APPLY
             and self.policy.enrollment.probe
-            and self.probes.allowed(user.sub)
+            and self.probes.allowed(listed.sub)
+        )
+        reason = needs_read(
+            listed,
+            entry,
+            self.changed_subs,
+            full=self._full_read,
+            skew_seconds=self.skew_seconds,
+        )
+        if reason is None and self.mode is Mode.APPLY and self.journal.get(listed.sub):
+            # Written (or refused) just before an interruption: the row must be the one the
+            # uninterrupted run writes, which only a fresh read can tell.
+            reason = ReadReason.BEFORE_WRITE
+        if reason is None:
+            assert entry is not None and entry.mfa is not None
+            known = replace(
+                as_user(listed, member_of),
+                mfa=entry.mfa,
+                legacy_sms=entry.legacy_sms,
+                auth_factors=(
+                    frozenset(entry.auth_factors) if entry.auth_factors is not None else None
+                ),
+            )
+            decision = decide(
+                self.policy, known, self.mode, probe_allowed=probe_allowed, pool=self.pool
+            )
+            if self.mode is Mode.DRIFT or decision.request is None:
+                outcome = _Outcome(
+                    decision, after=known.mfa, source=LEDGER, observed_at=entry.observed_at
+                )
+                return _Processed(row_of(outcome, self.mode))
+            # The rule for writes: never on the strength of the ledger. Read fresh first.
+            reason = ReadReason.BEFORE_WRITE
+        read_at = self._clock()
+        try:
+            user, source = self._read(listed, member_of, token)
+        except _TokenRefused as refused:
+            invalid = replace(
+                skeleton, outcome=Outcome.TOKEN_INVALID, reason=refused.problem.reason
+            )
+            return _Processed(row_of(_Outcome(invalid, read=False), self.mode))
+        except CognitoError as exc:
+            return _Processed(
+                row_of(replace(self._error_outcome(skeleton, exc), read=False), self.mode)
+            )
+        # Only AdminGetUser is documented to make the user a billable MAU.
+        mau_added = (not active_in(entry, self._month)) if source == MAU_READ else None
+
+        def stamped(outcome: _Outcome) -> _Outcome:
+            return replace(
+                outcome,
+                source=source,
+                read_reason=reason,
+                observed_at=read_at,
+                mau_added=mau_added,
+            )
+
+        observation = Observation(
+            listed.sub,
+            user.mfa,
+            read_at,
+            source,
+            listed_modified=listed.last_modified,
+            auth_factors=tuple(sorted(user.auth_factors))
+            if user.auth_factors is not None
+            else None,
+            legacy_sms=user.legacy_sms,
         )
         if self.mode is Mode.APPLY:
             resumed = self._resumed(user, probe_allowed, page, token)
             if resumed is not None:
-                return row_of(resumed, self.mode)
-        decision = decide(self.policy, user, self.mode, probe_allowed=probe_allowed)
+                return self._after_write(stamped(resumed), observation)
+        decision = decide(self.policy, user, self.mode, probe_allowed=probe_allowed, pool=self.pool)
         if self.mode is Mode.DRIFT or decision.request is None:
-            return row_of(_Outcome(decision, after=user.mfa), self.mode)
-        return row_of(self._apply(user, decision, page, token), self.mode)
+            return _Processed(
+                row_of(stamped(_Outcome(decision, after=user.mfa)), self.mode), observation
+            )
+        return _Write(
+            user, decision, token, lambda out: self._after_write(stamped(out), observation)
+        )
+
+    def _after_write(self, outcome: _Outcome, observation: Observation) -> _Processed:
+        """The ledger takes the state the accepted write left, dated from the read before it,
+        so a change the user made in between is still newer than the observation."""
+        if outcome.after is not None and outcome.after != observation.mfa:
+            observation = replace(observation, mfa=outcome.after, observed_by="admin-write")
+        return _Processed(row_of(outcome, self.mode), observation)
 
     def _resumed(
         self, user: User, probe_allowed: bool, page: int, token: str | None
@@ -323,42 +637,86 @@ class Runner:
             return None
         rejections = [Rejection(r) for r in intent.rejections]
         # A refused TOTP probe was a probe: its failure, now in probe memory, came from this run.
-        probed = probe_allowed or Rejection.TOTP_NOT_VERIFIED in rejections
+        probed = probe_allowed or any(
+            r in rejections for r in (Rejection.TOTP_NOT_VERIFIED, Rejection.PASSKEY_NOT_REGISTERED)
+        )
         redo = decide(
-            self.policy, replace(user, mfa=intent.before), Mode.APPLY, probe_allowed=probed
+            self.policy,
+            replace(user, mfa=intent.before, legacy_sms=intent.legacy_sms),
+            Mode.APPLY,
+            probe_allowed=probed,
+            pool=self.pool,
         )
         for rejection in rejections:
             redo = after_rejection(redo, rejection)
         if redo.target != intent.target:
             return None
-        if user.mfa == intent.target and (intent.before != user.mfa or rejections):
+        # A legacy SMS migration changes no state: that it landed shows as MFAOptions gone.
+        migrated = intent.legacy_sms and not user.legacy_sms
+        if user.mfa == intent.target and (intent.before != user.mfa or rejections or migrated):
             return _Outcome(redo, after=user.mfa)
         if user.mfa == intent.before and redo.request is not None:
+            # Its intent is in the journal already (that is how we got here): send it now.
             return self._apply(user, redo, page, token, rejections)
-        return None
+        return self._inferred(user, intent, redo)
 
-    def _read(self, listed: ListedUser, groups: frozenset[str], token: str | None) -> User:
-        """The listed user joined with their MFA read; raises _TokenRefused when ``token`` is
-        not theirs (nothing is sent with a token whose claims name another pool or user)."""
+    def _inferred(self, user: User, intent: Intent, redo: Decision) -> _Outcome | None:
+        """A follow-up write whose intent the journal did not keep (the report bucket keeps
+        one intent per user a page, written before the page's first write): replay the
+        refusals that lead from the intent's request to the state the user is in, each a
+        factor that request enabled and the user does not have now."""
+        if user.mfa == intent.before:
+            return None
+        for _ in range(len(Factor)):
+            if redo.target == user.mfa or redo.request is None or redo.target is None:
+                break
+            enabled = redo.target.enabled
+            refused = next(
+                (
+                    f
+                    for f in FACTOR_ORDER
+                    if f in _REFUSAL
+                    and f in enabled
+                    and f not in intent.before.enabled
+                    and f not in user.mfa.enabled
+                ),
+                None,
+            )
+            if refused is None:
+                return None
+            if refused is Factor.TOTP:
+                self.probes.record_failure(user.sub)
+            redo = after_rejection(redo, _REFUSAL[refused])
+        if redo.target != user.mfa or redo.request is None:
+            return None
+        return _Outcome(redo, after=user.mfa)
+
+    def _read(
+        self, listed: ListedUser, groups: frozenset[str], token: str | None
+    ) -> tuple[User, str]:
+        """The listed user joined with their MFA read, and the read's operation; raises
+        _TokenRefused when ``token`` is not theirs (nothing is sent with a token whose claims
+        name another pool or user)."""
         if token is not None:
             problem = binding_problem(token, user_pool_id=self.gateway.user_pool_id, sub=listed.sub)
             if problem is not None:
                 raise _TokenRefused(problem)
-        read = self._read_mfa(listed.username, token)
-        if token is not None and read.sub != listed.sub:
+        read = self._read_mfa(listed.username, token, sms_mfa_option=listed.sms_mfa_option)
+        if token is not None and not _answers_for(read, listed):
             raise _TokenRefused(TOKEN_OTHER_USER)
-        return replace(
+        user = replace(
             as_user(listed, groups),
             status=read.status or listed.status,
             enabled=listed.enabled if read.enabled is None else read.enabled,
             attributes=read.attributes or listed.attributes,
             mfa=read.mfa,
+            legacy_sms=read.legacy_sms,
+            auth_factors=read.auth_factors,
         )
+        return user, operation_name(read.operation)
 
-    def _read_mfa(self, username: str, token: str | None) -> MfaRead:
-        if token is not None:
-            return self.gateway.token_read(token)
-        return self.gateway.admin_read(username)
+    def _read_mfa(self, username: str, token: str | None, *, sms_mfa_option: bool) -> MfaRead:
+        return self.gateway.read_user(username, access_token=token, sms_mfa_option=sms_mfa_option)
 
     def _apply(
         self,
@@ -376,7 +734,8 @@ class Runner:
                 if refused:  # nothing left to send: remember why, for a resumed run's row
                     self._record_intent(page, user, decision.target, refused)
                 return _Outcome(decision, after=user.mfa)
-            self._record_intent(page, user, decision.target, refused)
+            if refused:  # the first request's intent is the page's (or the resumed journal's)
+                self._record_intent(page, user, decision.target, refused)
             try:
                 if token is not None:
                     self.gateway.token_write(token, request)
@@ -388,7 +747,7 @@ class Runner:
                     return self._settle_unanswered(user, decision, token, exc)
                 if rejection is None:
                     return self._error_outcome(decision, exc)
-                if rejection.factor is Factor.TOTP:
+                if rejection.factor in (Factor.TOTP, Factor.PASSKEY):
                     self.probes.record_failure(user.sub)
                 refused.append(rejection)
                 decision = after_rejection(decision, rejection)
@@ -401,8 +760,15 @@ class Runner:
     def _record_intent(
         self, page: int, user: User, target: MfaState, refused: list[Rejection]
     ) -> None:
-        self.journal.record(
-            Intent(page, user.sub, user.mfa, target, tuple(r.value for r in refused))
+        self.journal.record_followup(
+            Intent(
+                page,
+                user.sub,
+                user.mfa,
+                target,
+                tuple(r.value for r in refused),
+                legacy_sms=user.legacy_sms,
+            )
         )
 
     def _settle_unanswered(
@@ -410,8 +776,13 @@ class Runner:
     ) -> _Outcome:
         """A write whose last attempt timed out or got a 5xx may have been applied all the
         same: read the user again and report what Cognito holds, so rollback sees it."""
+        # The auth-factors reads show no MFAOptions: the listing's legacy SMS still counts,
+        # unless the write itself set SMS with the current API.
+        legacy = user.legacy_sms and not (
+            decision.request is not None and Factor.SMS in decision.request.blocks
+        )
         try:
-            now = self._read_mfa(user.username, token).mfa
+            now = self._read_mfa(user.username, token, sms_mfa_option=legacy).mfa
         except CognitoError:
             return self._error_outcome(decision, exc)
         if now == decision.target:
@@ -432,16 +803,62 @@ class Runner:
         if exc.code == "UserNotFoundException":
             outcome, reason = Outcome.SKIPPED, "user_not_found: deleted during the run"
         elif exc.code == "NotAuthorizedException" and self.auth == ACCESS_TOKEN:
-            outcome, reason = (
-                Outcome.TOKEN_INVALID,
-                f"token_rejected: {exc.message or 'stored access token expired or revoked'}",
+            problem = exc.token_problem
+            outcome = Outcome.TOKEN_INVALID
+            reason = (
+                f"token_rejected: stored access token {problem}"
+                if problem
+                else f"token_rejected: {exc.message or 'stored access token refused'}"
             )
-        elif exc.code in ("UserNotConfirmedException", "PasswordResetRequiredException"):
-            outcome, reason = Outcome.SKIPPED, f"{exc.code}: Cognito refuses changes to this user"
+        elif exc.code == "UserNotConfirmedException":
+            outcome, reason = Outcome.SKIPPED, WRITE_REFUSED_STATUSES["UNCONFIRMED"]
+        elif exc.code == "PasswordResetRequiredException":
+            outcome, reason = Outcome.SKIPPED, WRITE_REFUSED_STATUSES["RESET_REQUIRED"]
         else:
             outcome, reason = Outcome.FAILED, f"{exc.operation}: {exc.message}"
         failed = replace(decision, outcome=outcome, reason=reason, request=None)
         return _Outcome(failed, after=None, error=exc.code)
+
+
+@dataclass(frozen=True)
+class _Write:
+    """A decided user whose write waits until the page's intents are journaled."""
+
+    user: User
+    decision: Decision
+    token: str | None
+    #: Turns the write's outcome into the user's row and ledger observation.
+    finish: Callable[[_Outcome], _Processed]
+
+    def intent(self, page: int) -> Intent:
+        assert self.decision.target is not None
+        return Intent(
+            page,
+            self.user.sub,
+            self.user.mfa,
+            self.decision.target,
+            legacy_sms=self.user.legacy_sms,
+        )
+
+
+#: The refusal Cognito answers for a factor a user cannot have yet.
+_REFUSAL = {rejection.factor: rejection for rejection in Rejection}
+
+
+def _settle(row: Future[_Processed], done: Future[_Processed]) -> None:
+    exc = done.exception()
+    if exc is not None:
+        row.set_exception(exc)
+    else:
+        row.set_result(done.result())
+
+
+def _answers_for(read: MfaRead, listed: ListedUser) -> bool:
+    """Cognito answered the token's read for the listed user: GetUser names the sub, the
+    auth-factors read only the username (each unique in the pool)."""
+    if read.sub is not None:
+        return read.sub == listed.sub
+    return read.username is not None and read.username == listed.username
 
 
 class GroupMembers:
@@ -490,9 +907,27 @@ def row_of(result: _Outcome, mode: Mode) -> Row:
     }
     if mode is Mode.APPLY:
         row["after"] = result.after.to_dict() if result.after else None
+    if d.legacy_sms and result.read:
+        row["legacy_sms"] = True
     if result.error:
         row["error"] = result.error
+    if result.read and result.source is not None:
+        row["state_source"] = result.source
+        if result.source == LEDGER:
+            # When the ledger's state was seen; a state read in this run is of the run's time
+            # (and a row without a clock in it is the same in a resumed run and an unbroken one).
+            row["observed_at"] = _iso(result.observed_at)
+        if result.read_reason is not None:
+            row["read_reason"] = result.read_reason.value
+        if result.mau_added is not None:
+            row["mau_added"] = result.mau_added
     return row
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def new_run_id(mode: str) -> str:
@@ -515,6 +950,8 @@ def summary_of(checkpoint: Checkpoint) -> dict[str, Any]:
         "slices": checkpoint.slices,
         "report_uri": checkpoint.report_uri,
         "warnings": checkpoint.warnings,
+        "cost": counts.cost_dict(),
+        "ledger": checkpoint.ledger,
     }
 
 
@@ -527,13 +964,17 @@ def execute_slice(
     checkpoint: Checkpoint | None,
     run_id: str,
     keep_going: Callable[[], bool],
+    cloudtrail: Any | None = None,
+    lookups_per_second: float = DEFAULT_LOOKUPS_PER_SECOND,
     quota_share: QuotaShareSettings | None = None,
     **runner_options: Any,
 ) -> Checkpoint:
     """One slice of a run as every driver runs it: a gateway paced by the policy's rate limits
     (kept under what the live application leaves, with ``quota_share``), the pool's probe
-    memory, a start (preflight) or a resume, then the slice; probes closed.
-    ``runner_options`` are the Runner's own (mode, report, journal, save_checkpoint, ...)."""
+    memory, the state ledger's CloudTrail feed when a ledger and a
+    ``cloudtrail`` client are given, a start (preflight) or a resume, then the slice; probes
+    closed. ``runner_options`` are the Runner's own (mode, report, journal, ledger, full, ...)."""
+    ledger = runner_options.get("ledger")
     limiter = rate_limiter_for(policy)
     gateway = CognitoGateway(client, user_pool_id, limiter=limiter)
     share = None
@@ -546,9 +987,19 @@ def execute_slice(
                 "cannot read Cognito's usage metrics from CloudWatch (the run needs "
                 f"cloudwatch:GetMetricData to share the quota): {exc}"
             ) from None
+    feed = (
+        CloudTrailFeed(
+            cloudtrail,
+            user_pool_id,
+            counters=gateway.counters,
+            lookups_per_second=lookups_per_second,
+        )
+        if cloudtrail is not None and ledger is not None
+        else None
+    )
     probes = ProbeMemory(probe_db, reprobe_after_days=policy.enrollment.reprobe_after_days)
     try:
-        runner = Runner(gateway, policy, probes=probes, **runner_options)
+        runner = Runner(gateway, policy, probes=probes, feed=feed, **runner_options)
         if checkpoint is None:
             checkpoint = runner.start(run_id)
         return runner.run_slice(checkpoint, keep_going)

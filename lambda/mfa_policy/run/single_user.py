@@ -7,9 +7,6 @@ forms are parsed by ``cli.aws_cli_input`` and the text is rendered by ``cli.sing
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +15,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError
 
 from mfa_policy.aws.gateway import CognitoError, CognitoGateway
+from mfa_policy.aws.tokens import unverified_claims
 from mfa_policy.core.engine import Mode, Rejection, decide
 from mfa_policy.core.model import MfaRead, MfaRequest, MfaState, User
 from mfa_policy.core.policy import Policy
@@ -64,14 +62,7 @@ class Target:
 
 def token_claims(token: str) -> dict[str, Any]:
     """The unverified claims of a Cognito access token (for display and hints only)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return {}
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
+    return unverified_claims(token) or {}
 
 
 def region_hint(user_pool_id: str | None, access_token: str | None) -> str | None:

@@ -13,8 +13,6 @@ facts, runs the rules in order (first error wins) and owns every side effect.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import http
 import io
 import json
@@ -38,6 +36,18 @@ from moto.cognitoidp.models import (
 )
 from moto.core.exceptions import JsonRESTError
 
+from mfa_policy.aws.tokens import unverified_claims
+
+from .cloudtrail import (
+    ADMIN_UPDATES,
+    CLOUDTRAIL_TARGET_PREFIX,
+    LOOKUP_EVENTS,
+    MAU_READS,
+    SIGN_INS,
+    LookupError_,
+    Trail,
+)
+
 logger = logging.getLogger(__name__)
 
 COGNITO_TARGET_PREFIX = "AWSCognitoIdentityProviderService."
@@ -46,11 +56,28 @@ JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 SMS = "SMS_MFA"
 TOTP = "SOFTWARE_TOKEN_MFA"
 EMAIL = "EMAIL_OTP"
+#: Passkey MFA's name in UserMFASettingList, as a field report shows it (not documented).
+PASSKEY = "WEB_AUTHN_MFA"
 #: Request block name -> the factor name Cognito uses in UserMFASettingList.
 SETTINGS_BLOCKS: dict[str, str] = {
     "SMSMfaSettings": SMS,
     "SoftwareTokenMfaSettings": TOTP,
     "EmailMfaSettings": EMAIL,
+    "WebAuthnMfaSettings": PASSKEY,
+}
+CODE_FACTORS = frozenset({SMS, TOTP, EMAIL})
+PASSKEY_MFA_CONFIGURATION = "MULTI_FACTOR_WITH_USER_VERIFICATION"
+#: Operations counted against Cognito's per-user quotas (10 reads, 10 writes a second).
+USER_READ_OPERATIONS = frozenset(
+    {"AdminGetUser", "GetUser", "AdminGetUserAuthFactors", "GetUserAuthFactors"}
+)
+USER_WRITE_OPERATIONS = frozenset(
+    {"AdminSetUserMFAPreference", "SetUserMFAPreference", "AdminSetUserSettings", "SetUserSettings"}
+)
+#: The refusals of writes to users who cannot take MFA changes yet, by UserStatus.
+WRITE_REFUSED_STATUS_ERRORS = {
+    "UNCONFIRMED": ("UserNotConfirmedException", "User is not confirmed."),
+    "RESET_REQUIRED": ("PasswordResetRequiredException", "Password reset required for the user"),
 }
 MAX_LIST_LIMIT = 60
 SMS_MFA_OPTION = {"DeliveryMedium": "SMS", "AttributeName": "phone_number"}
@@ -59,6 +86,20 @@ AUTH_OPERATIONS = frozenset(
     {"InitiateAuth", "AdminInitiateAuth", "RespondToAuthChallenge", "AdminRespondToAuthChallenge"}
 )
 _CREDENTIAL_REGION = re.compile(r"Credential=[^/,]+/\d{8}/([^/,]+)/")
+#: Calls a client makes without IAM credentials (the rest are signed by an IAM principal).
+UNSIGNED_OPERATIONS = frozenset(
+    {
+        "InitiateAuth",
+        "RespondToAuthChallenge",
+        "SignUp",
+        "ConfirmSignUp",
+        "ForgotPassword",
+        "ConfirmForgotPassword",
+        "ResendConfirmationCode",
+    }
+)
+#: The IAM principal the stand-in's CloudTrail names for signed calls.
+STANDIN_PRINCIPAL = "standin-admin"
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,6 +139,13 @@ class UserFacts:
     totp_verified: bool
     pool_mfa: str  # OFF | ON | OPTIONAL
     pool_email_mfa: bool  # the pool has an EmailMfaConfiguration
+    #: TOTP is listed as enabled (with ``totp_verified`` False: re-associated, not verified).
+    totp_enabled: bool = False
+    status: str = "CONFIRMED"
+    #: WebAuthnConfiguration.FactorConfiguration is MULTI_FACTOR_WITH_USER_VERIFICATION.
+    pool_passkey_mfa: bool = False
+    #: The user has registered a passkey (a WebAuthn credential).
+    has_passkey: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +178,11 @@ def _preferred(block: Mapping[str, Any]) -> bool:
 
 # --------------------------------------------------------------------------------------------
 # Rules for AdminSetUserMFAPreference / SetUserMFAPreference, in the order they are checked.
+
+
+def user_can_take_changes(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
+    refused = WRITE_REFUSED_STATUS_ERRORS.get(facts.status)
+    return CognitoError(*refused) if refused else None
 
 
 def one_preferred_factor(body: Mapping[str, Any], facts: UserFacts) -> CognitoError | None:
@@ -184,12 +237,51 @@ def totp_needs_verified_token(body: Mapping[str, Any], facts: UserFacts) -> Cogn
     block = settings_blocks(body).get(TOTP)
     if block is None or facts.totp_verified:
         return None
-    if _enabled(block):
-        return invalid_parameter("User has not verified software token mfa")
+    if _enabled(block) and not facts.totp_enabled:
+        # The service's current wording for a user who never verified a token.
+        return invalid_parameter(
+            "User does not have delivery config set to turn on SOFTWARE_TOKEN_MFA"
+        )
+    # Re-associated and not verified (still listed), or a block for a token never set up.
     return invalid_parameter("User has not set up software token mfa")
 
 
+def passkey_mfa_configured_on_pool(
+    body: Mapping[str, Any], facts: UserFacts
+) -> CognitoError | None:
+    block = settings_blocks(body).get(PASSKEY)
+    if block is not None and _enabled(block) and not facts.pool_passkey_mfa:
+        return invalid_parameter("WebAuthn MFA is not enabled for this user pool.")
+    return None
+
+
+def passkey_needs_another_factor_in_request(
+    body: Mapping[str, Any], facts: UserFacts
+) -> CognitoError | None:
+    # Refused even when another factor is already on (field report, 2026): the same request
+    # must turn one on.
+    blocks = settings_blocks(body)
+    block = blocks.get(PASSKEY)
+    if block is None or not _enabled(block):
+        return None
+    if not any(_enabled(b) for f, b in blocks.items() if f in CODE_FACTORS):
+        return invalid_parameter("WebAuthn MFA requires enabling an additional MFA setting.")
+    return None
+
+
+def passkey_needs_registered_credential(
+    body: Mapping[str, Any], facts: UserFacts
+) -> CognitoError | None:
+    block = settings_blocks(body).get(PASSKEY)
+    if block is not None and _enabled(block) and not facts.has_passkey:
+        return invalid_parameter(
+            "User does not have applicable WebAuthn credentials to enable WebAuthn MFA."
+        )
+    return None
+
+
 MFA_PREFERENCE_RULES: tuple[Rule, ...] = (
+    user_can_take_changes,
     one_preferred_factor,
     preferred_factor_is_enabled,
     required_mfa_keeps_factors,
@@ -197,6 +289,9 @@ MFA_PREFERENCE_RULES: tuple[Rule, ...] = (
     sms_needs_phone_number,
     email_needs_email_address,
     totp_needs_verified_token,
+    passkey_mfa_configured_on_pool,
+    passkey_needs_another_factor_in_request,
+    passkey_needs_registered_credential,
 )
 
 
@@ -267,6 +362,30 @@ def check_pool_mfa_config(body: Mapping[str, Any]) -> CognitoError | None:
     return None
 
 
+#: The feature plan of a pool created without one.
+DEFAULT_TIER = "ESSENTIALS"
+
+
+def check_pool_feature_plan(body: Mapping[str, Any], tier: str) -> CognitoError | None:
+    """Email MFA and passkey MFA need the Essentials plan or higher."""
+    passkey = (body.get("WebAuthnConfiguration") or {}).get("FactorConfiguration")
+    if tier == "LITE" and (
+        body.get("EmailMfaConfiguration") is not None or passkey == PASSKEY_MFA_CONFIGURATION
+    ):
+        return CognitoError(
+            "FeatureUnavailableInTierException",
+            "This feature is not available in the current feature plan (LITE) of the user pool.",
+        )
+    return None
+
+
+def _shape_pool(response: dict[str, Any]) -> dict[str, Any]:
+    """DescribeUserPool: a pool created without a feature plan is on Essentials."""
+    pool = response.get("UserPool") or {}
+    pool.setdefault("UserPoolTier", DEFAULT_TIER)
+    return response
+
+
 def check_access_token(
     *, known: bool, looks_issued: bool, expired: bool, user_enabled: bool
 ) -> CognitoError | None:
@@ -283,33 +402,29 @@ def check_access_token(
     return None
 
 
-def shape_user_response(response: dict[str, Any], *, email_mfa_enabled: bool) -> dict[str, Any]:
-    """AdminGetUser/GetUser as Cognito sends it: empty MFA keys omitted, legacy MFAOptions."""
+def shape_user_response(
+    response: dict[str, Any],
+    *,
+    email_mfa_enabled: bool,
+    passkey_mfa_enabled: bool = False,
+    legacy_sms: bool = False,
+) -> dict[str, Any]:
+    """AdminGetUser/GetUser as Cognito sends it: empty MFA keys omitted, MFAOptions listing
+    SMS for SMS users (and alone for legacy SMS users, whom UserMFASettingList omits)."""
     shaped = dict(response)
     factors = list(shaped.pop("UserMFASettingList", None) or [])
     if email_mfa_enabled and EMAIL not in factors:
         factors.append(EMAIL)
+    if passkey_mfa_enabled and PASSKEY not in factors:
+        factors.append(PASSKEY)
     if factors:
         shaped["UserMFASettingList"] = factors
     if not shaped.get("PreferredMfaSetting"):
         shaped.pop("PreferredMfaSetting", None)
     shaped.pop("MFAOptions", None)
-    if SMS in factors:
+    if SMS in factors or legacy_sms:
         shaped["MFAOptions"] = [dict(SMS_MFA_OPTION)]
     return shaped
-
-
-def jwt_claims(token: str) -> dict[str, Any] | None:
-    """The unverified claims of a JWT, or None when it is not one."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
-        claims = json.loads(payload)
-    except (binascii.Error, ValueError):
-        return None
-    return claims if isinstance(claims, dict) else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,13 +440,19 @@ class Quotas:
     burst above the rate is absorbed and a sustained one is throttled.
     """
 
-    user_read: float | None = 120  # AdminGetUser, GetUser
+    user_read: float | None = 120  # AdminGetUser, GetUser, (Admin)GetUserAuthFactors
     user_resource_update: float | None = 25  # (Admin)SetUserMFAPreference, TOTP association
     user_list: float | None = 30  # ListUsers, ListUsersInGroup
     user_pool_resource_read: float | None = 20  # GetUserPoolMfaConfig, DescribeUserPool
     user_pool_resource_update: float | None = 15  # SetUserPoolMfaConfig, UpdateUserPool
     user_authentication: float | None = 120  # (Admin)InitiateAuth, (Admin)RespondToAuthChallenge
     user_update: float | None = 25  # AdminDisableUser, AdminUserGlobalSignOut, ...
+    #: UserPoolResourceRead/Update operations also have 5/s per operation per pool.
+    per_pool_operation: float | None = 5
+    #: Each user: 10 read and 10 write operations a second.
+    per_user_reads: float | None = 10
+    per_user_writes: float | None = 10
+    cloudtrail_lookup: float | None = 2  # CloudTrail LookupEvents, per account and Region
     burst_seconds: float = 1.0
 
     def __post_init__(self) -> None:
@@ -360,6 +481,7 @@ OPERATION_CATEGORIES: dict[str, str] = {
     **dict.fromkeys(["GetUserPoolMfaConfig", "DescribeUserPool"], "user_pool_resource_read"),
     **dict.fromkeys(["SetUserPoolMfaConfig", "UpdateUserPool"], "user_pool_resource_update"),
     **dict.fromkeys(sorted(AUTH_OPERATIONS), "user_authentication"),
+    LOOKUP_EVENTS: "cloudtrail_lookup",
     **dict.fromkeys(
         [
             "AdminDisableUser",
@@ -456,6 +578,7 @@ class _Settings:
     quotas: Quotas | None
     latency: tuple[float, float] | None
     token_ttl_seconds: float
+    cloudtrail_lag_seconds: float = 0.0
 
 
 @dataclass
@@ -499,7 +622,7 @@ class FidelityMiddleware:
         self._settings = _Settings(quotas, None, token_ttl_seconds)
         self.latency = latency  # validated
         self._initial_settings = replace(self._settings)
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets: dict[Any, TokenBucket] = {}
         self._calls: Counter[str] = Counter()
         self._throttled: Counter[str] = Counter()
         self._faults: list[Fault] = []
@@ -508,9 +631,18 @@ class FidelityMiddleware:
         # Stand-in state moto has no place for; guarded by `lock`.
         self._email_mfa_users: set[tuple[str, str]] = set()  # (pool id, sub)
         self._pool_email_config: dict[str, dict[str, Any]] = {}
+        self._pool_webauthn_config: dict[str, dict[str, Any]] = {}
         self._token_issued_at: dict[str, float] = {}
         self._expired_tokens: set[str] = set()
+        self._revoked_tokens: set[str] = set()
         self._token_clients: dict[str, str] = {}
+        # Per user, as (pool id, sub): SMS on through MFAOptions only; no password; a passkey
+        # registered; passkey MFA on.
+        self._legacy_sms_users: set[tuple[str, str]] = set()
+        self._passwordless_users: set[tuple[str, str]] = set()
+        self._passkey_users: set[tuple[str, str]] = set()
+        self._passkey_mfa_users: set[tuple[str, str]] = set()
+        self.trail = Trail()
 
     # ---- configuration ---------------------------------------------------------------------
 
@@ -542,11 +674,24 @@ class FidelityMiddleware:
     def token_ttl_seconds(self, seconds: float) -> None:
         self._settings.token_ttl_seconds = seconds
 
+    @property
+    def cloudtrail_lag_seconds(self) -> float:
+        """How long after a call its CloudTrail event appears in LookupEvents."""
+        return self.trail.lag_seconds
+
+    @cloudtrail_lag_seconds.setter
+    def cloudtrail_lag_seconds(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("cloudtrail_lag_seconds must be >= 0")
+        self.trail.lag_seconds = seconds
+
     def restore_settings(self) -> None:
-        """Quotas, latency and token TTL back to what the middleware was built with."""
+        """Quotas, latency, token TTL and CloudTrail lag back to what the middleware was
+        built with."""
         self.quotas = self._initial_settings.quotas
         self.latency = self._initial_settings.latency
         self.token_ttl_seconds = self._initial_settings.token_ttl_seconds
+        self.cloudtrail_lag_seconds = self._initial_settings.cloudtrail_lag_seconds
 
     # ---- counters --------------------------------------------------------------------------
 
@@ -596,9 +741,14 @@ class FidelityMiddleware:
         with self.lock:
             self._email_mfa_users.clear()
             self._pool_email_config.clear()
+            self._pool_webauthn_config.clear()
             self._token_issued_at.clear()
             self._expired_tokens.clear()
+            self._revoked_tokens.clear()
             self._token_clients.clear()
+            for users in self._user_flags().values():
+                users.clear()
+            self.trail.reset()
         self.clear_faults()
         self.reset_counters()
         with self._control:
@@ -614,6 +764,35 @@ class FidelityMiddleware:
     def email_mfa_enabled(self, pool_id: str, sub: str) -> bool:
         with self.lock:
             return (pool_id, sub) in self._email_mfa_users
+
+    def _user_flags(self) -> dict[str, set[tuple[str, str]]]:
+        return {
+            "legacy_sms": self._legacy_sms_users,
+            "passwordless": self._passwordless_users,
+            "passkey": self._passkey_users,
+            "passkey_mfa": self._passkey_mfa_users,
+        }
+
+    def set_user_flag(self, flag: str, pool_id: str, sub: str, on: bool) -> None:
+        """Seed state moto has no place for: `legacy_sms` (SMS MFA on through MFAOptions only),
+        `passwordless` (no password), `passkey` (a registered passkey), `passkey_mfa`."""
+        with self.lock:
+            users = self._user_flags()[flag]
+            if on:
+                users.add((pool_id, sub))
+            else:
+                users.discard((pool_id, sub))
+
+    def user_flag(self, flag: str, pool_id: str, sub: str) -> bool:
+        with self.lock:
+            return (pool_id, sub) in self._user_flags()[flag]
+
+    def set_pool_webauthn_config(self, pool_id: str, config: Mapping[str, Any] | None) -> None:
+        with self.lock:
+            if config is None:
+                self._pool_webauthn_config.pop(pool_id, None)
+            else:
+                self._pool_webauthn_config[pool_id] = dict(config)
 
     def set_pool_email_mfa_config(self, pool_id: str, config: Mapping[str, Any] | None) -> None:
         with self.lock:
@@ -668,14 +847,33 @@ class FidelityMiddleware:
                 client_id = self._token_clients[pool_id] = client.id
             token, _ = pool.create_access_token(client_id, user.username, str(uuid.uuid4()))
             self._token_issued_at[token] = time.time()
+            # A token exists only after a sign-in, which CloudTrail records and which makes
+            # the user an MAU of the month.
+            self.trail.record(
+                "InitiateAuth",
+                at=time.time(),
+                account_id=self.account_id,
+                region=region or self.region,
+                pool_id=pool_id,
+                sub=user.id,
+                principal=None,
+                counts_as_mau=True,
+            )
             return token
+
+    def revoke_user_tokens(self, pool: CognitoIdpUserPool, username: str) -> None:
+        """What AdminDisableUser does to a user's tokens: revoked for good."""
+        with self.lock:
+            self._revoked_tokens.update(
+                token for token, (_, owner) in pool.access_tokens.items() if owner == username
+            )
 
     def _token_expired(self, token: str) -> bool:
         if token in self._expired_tokens:
             return True
         issued_at = self._token_issued_at.get(token)
         if issued_at is None:
-            claims = jwt_claims(token) or {}
+            claims = unverified_claims(token) or {}
             issued_at = float(claims.get("iat", time.time()))
         return time.time() - issued_at >= self._settings.token_ttl_seconds
 
@@ -695,7 +893,9 @@ class FidelityMiddleware:
         """Resolve an access token to its user, or raise _Reject as Cognito would answer."""
         found = self._find_token(token, account_id)
         user = found[1]._get_user(found[2]) if found else None
-        claims = jwt_claims(token) or {}
+        claims = unverified_claims(token) or {}
+        if token in self._revoked_tokens:
+            raise _Reject(not_authorized("Access Token has been revoked"))
         error = check_access_token(
             known=found is not None,
             looks_issued=claims.get("token_use") == "access"
@@ -711,6 +911,8 @@ class FidelityMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target == CLOUDTRAIL_TARGET_PREFIX + LOOKUP_EVENTS:
+            return self._lookup_events(environ, start_response)
         if not target.startswith(COGNITO_TARGET_PREFIX):
             return self.app(environ, start_response)
         operation = target[len(COGNITO_TARGET_PREFIX) :]
@@ -741,6 +943,35 @@ class FidelityMiddleware:
             logger.exception("stand-in failed on %s", operation)
             return _respond(start_response, INTERNAL_ERROR)
 
+    def _lookup_events(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        """CloudTrail LookupEvents over the recorded Cognito calls (quota, faults, lag)."""
+        try:
+            body = json.loads(_read_body(environ) or b"{}")
+        except ValueError:
+            body = {}
+        with self._control:
+            self._calls[LOOKUP_EVENTS] += 1
+        admitted, stall, _ = self._admit(LOOKUP_EVENTS, body)
+        if stall:
+            self._wake.wait(stall)
+        if admitted is not None:
+            if admitted.code == THROTTLED.code:
+                admitted = CognitoError("ThrottlingException", "Rate exceeded", 400)
+            return _respond(start_response, admitted)
+        match = _CREDENTIAL_REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
+        try:
+            answer = self.trail.lookup(
+                body,
+                account_id=os.environ.get("MOTO_ACCOUNT_ID")
+                or environ.get("HTTP_X_MOTO_ACCOUNT_ID")
+                or self.account_id,
+                region=match.group(1) if match else self.region,
+                now=time.time(),
+            )
+        except LookupError_ as error:
+            return _respond(start_response, CognitoError(error.code, error.message))
+        return _respond(start_response, _json_response(answer))
+
     def _latency_seconds(self) -> float:
         latency = self._settings.latency
         return self._random.uniform(*latency) if latency else 0.0
@@ -753,7 +984,7 @@ class FidelityMiddleware:
         with self._control:
             now = time.monotonic()
             if any(storm.throttles(operation, now) for storm in self._storms) or (
-                not self._bucket_allows(operation)
+                not self._bucket_allows(operation, body)
             ):
                 self._throttled[operation] += 1
                 return THROTTLED, 0.0, False
@@ -770,20 +1001,33 @@ class FidelityMiddleware:
                 return fault.error, stall, fault.after_handling
             return None, stall, False
 
-    def _bucket_allows(self, operation: str) -> bool:
+    def _bucket_allows(self, operation: str, body: Mapping[str, Any]) -> bool:
+        """Every quota the request counts against: its category's (per account), 5/s per
+        operation per pool for pool resource reads and updates, 10 reads or writes a second
+        per user."""
         quotas = self._settings.quotas
         category = OPERATION_CATEGORIES.get(operation)
         if quotas is None or category is None:
             return True
-        rate = getattr(quotas, category)
-        if rate is None:
-            return True
-        bucket = self._buckets.get(category)
-        if bucket is None:
-            bucket = self._buckets[category] = TokenBucket(
-                rate, quotas.burst_seconds, time.monotonic
-            )
-        return bucket.try_take()
+        user = body.get("AccessToken") or (body.get("UserPoolId"), body.get("Username"))
+        buckets: list[tuple[Any, float | None]] = [(category, getattr(quotas, category))]
+        if category in ("user_pool_resource_read", "user_pool_resource_update"):
+            buckets.append(((operation, body.get("UserPoolId")), quotas.per_pool_operation))
+        if operation in USER_READ_OPERATIONS:
+            buckets.append((("user reads", user), quotas.per_user_reads))
+        if operation in USER_WRITE_OPERATIONS:
+            buckets.append((("user writes", user), quotas.per_user_writes))
+        for key, rate in buckets:
+            if rate is None:
+                continue
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = TokenBucket(
+                    rate, quotas.burst_seconds, time.monotonic
+                )
+            if not bucket.try_take():
+                return False
+        return True
 
     def _handle(
         self, operation: str, body: dict[str, Any], environ: dict[str, Any]
@@ -796,14 +1040,83 @@ class FidelityMiddleware:
         match = _CREDENTIAL_REGION.search(environ.get("HTTP_AUTHORIZATION", ""))
         region = match.group(1) if match else self.region
         with self.lock:
+            answer: _Captured | CognitoError
+            subject: tuple[str | None, str | None] = (body.get("UserPoolId"), None)
             try:
                 if operation.startswith("Admin") and "Username" in body:
                     _resolve_sub_alias(cognitoidp_backends[account_id][region], body, environ)
-                return self._dispatch(operation, body, environ, account_id, region)
+                subject = self._subject_of(body, account_id, region)
+                answer = self._dispatch(operation, body, environ, account_id, region)
             except _Reject as reject:
-                return reject.error
+                answer = reject.error
             except JsonRESTError as error:
-                return CognitoError(error.error_type, error.message, error.code)
+                answer = CognitoError(error.error_type, error.message, error.code)
+            self._record_call(operation, subject, answer, account_id, region)
+            return answer
+
+    def _subject_of(
+        self, body: Mapping[str, Any], account_id: str, region: str
+    ) -> tuple[str | None, str | None]:
+        """(pool id, sub) of the user a request is about, before the request changes them."""
+        pool_id = body.get("UserPoolId")
+        if isinstance(body.get("AccessToken"), str):
+            found = self._find_token(body["AccessToken"], account_id)
+            if found is None:
+                return pool_id, None
+            owner = found[1]._get_user(found[2])
+            return found[1].id, owner.id if owner is not None else None
+        name = body.get("Username")
+        if isinstance(pool_id, str) and isinstance(name, str):
+            pool = cognitoidp_backends[account_id][region].user_pools.get(pool_id)
+            named = pool._get_user(name) if pool is not None else None
+            if named is not None:
+                return pool_id, named.id
+        return pool_id, None
+
+    def _record_call(
+        self,
+        operation: str,
+        subject: tuple[str | None, str | None],
+        answer: _Captured | CognitoError,
+        account_id: str,
+        region: str,
+    ) -> None:
+        """One CloudTrail event per call Cognito answered; an MAU for the calls that bill."""
+        pool_id, sub = subject
+        error_code: str | None = None
+        signed_in = False
+        if isinstance(answer, CognitoError):
+            error_code = answer.code
+        elif answer.status_code != 200:
+            try:
+                error_code = str(json.loads(answer.body).get("__type") or answer.status_code)
+            except ValueError:
+                error_code = str(answer.status_code)
+        else:
+            response = _json_or_empty(answer.body)
+            if sub is None and operation == "AdminCreateUser":
+                attributes = (response.get("User") or {}).get("Attributes") or []
+                sub = next((a.get("Value") for a in attributes if a.get("Name") == "sub"), None)
+            if sub is None and operation == "SignUp":
+                sub = response.get("UserSub")
+            token = (response.get("AuthenticationResult") or {}).get("AccessToken")
+            if operation in SIGN_INS and isinstance(token, str):
+                signed_in = True
+                claims = unverified_claims(token) or {}
+                sub = sub or claims.get("sub")
+                found = self._find_token(token, account_id)
+                pool_id = found[1].id if found else pool_id
+        self.trail.record(
+            operation,
+            at=time.time(),
+            account_id=account_id,
+            region=region,
+            pool_id=pool_id if isinstance(pool_id, str) else None,
+            sub=sub,
+            principal=None if operation in UNSIGNED_OPERATIONS else STANDIN_PRINCIPAL,
+            error_code=error_code,
+            counts_as_mau=signed_in or operation in MAU_READS or operation in ADMIN_UPDATES,
+        )
 
     def _dispatch(
         self,
@@ -830,6 +1143,14 @@ class FidelityMiddleware:
             backend = cognitoidp_backends[account_id][region]
             pool = backend.describe_user_pool(body.get("UserPoolId", ""))
             return _json_response(self._pool_mfa_config(pool))
+        if operation == "AdminGetUserAuthFactors":
+            backend = cognitoidp_backends[account_id][region]
+            pool = backend.describe_user_pool(body.get("UserPoolId", ""))
+            user = backend.admin_get_user(pool.id, body.get("Username", ""))
+            return _json_response(self._auth_factors(pool, user))
+        if operation == "GetUserAuthFactors":
+            _, pool, user = self._authorize(str(body.get("AccessToken", "")), account_id)
+            return _json_response(self._auth_factors(pool, user))
         if operation in ("ListUsers", "ListUsersInGroup"):
             error = list_limit_within_bounds(body)
             if error is not None:
@@ -843,6 +1164,19 @@ class FidelityMiddleware:
             return captured
         if operation in ("AdminGetUser", "GetUser"):
             return _rewrite_json(captured, lambda response: self._shape_user(pool_id, response))
+        if operation == "ListUsers":
+            return _rewrite_json(captured, lambda response: self._shape_list(pool_id, response))
+        if operation == "DescribeUserPool":
+            return _rewrite_json(captured, _shape_pool)
+        if operation == "AdminDisableUser":
+            backend = cognitoidp_backends[account_id][region]
+            pool = backend.describe_user_pool(str(pool_id))
+            self.revoke_user_tokens(pool, str(body.get("Username", "")))
+        if operation == "AssociateSoftwareToken" and "AccessToken" in body:
+            # A new secret replaces the verified one: TOTP stays listed but is not in effect
+            # until VerifySoftwareToken.
+            _, pool, user = self._authorize(str(body["AccessToken"]), account_id)
+            user.token_verified = False
         if operation in AUTH_OPERATIONS:
             result = json.loads(captured.body or b"{}").get("AuthenticationResult") or {}
             if result.get("AccessToken"):
@@ -852,17 +1186,76 @@ class FidelityMiddleware:
     def _shape_user(self, pool_id: Any, response: dict[str, Any]) -> dict[str, Any]:
         attributes = {a.get("Name"): a.get("Value") for a in response.get("UserAttributes", [])}
         key = (pool_id, attributes.get("sub"))
-        return shape_user_response(response, email_mfa_enabled=key in self._email_mfa_users)
+        return shape_user_response(
+            response,
+            email_mfa_enabled=key in self._email_mfa_users,
+            passkey_mfa_enabled=key in self._passkey_mfa_users,
+            legacy_sms=key in self._legacy_sms_users,
+        )
+
+    def _shape_list(self, pool_id: Any, response: dict[str, Any]) -> dict[str, Any]:
+        """ListUsers rows: MFAOptions lists SMS for SMS users (its only MFA signal)."""
+        pool = self.backend().user_pools.get(str(pool_id))
+        for row in response.get("Users") or []:
+            row.pop("MFAOptions", None)
+            user = pool._get_user(row.get("Username", "")) if pool is not None else None
+            if user is None:
+                continue
+            if user.sms_mfa_enabled or (pool_id, user.id) in self._legacy_sms_users:
+                row["MFAOptions"] = [dict(SMS_MFA_OPTION)]
+        return response
+
+    def _auth_factors(self, pool: CognitoIdpUserPool, user: CognitoIdpUser) -> dict[str, Any]:
+        """(Admin)GetUserAuthFactors, which moto lacks: the MFA settings (no MFAOptions, so
+        legacy SMS does not show) and the configured sign-in factors."""
+        key = (pool.id, user.id)
+        state = self._mfa_state(user)
+        names = [f for f in (TOTP, SMS, EMAIL) if f in state.enabled]
+        if key in self._passkey_mfa_users:
+            names.append(PASSKEY)
+        configured = []
+        if key not in self._passwordless_users:
+            configured.append("PASSWORD")
+        first = set(
+            ((pool.extended_config.get("Policies") or {}).get("SignInPolicy") or {}).get(
+                "AllowedFirstAuthFactors"
+            )
+            or []
+        )
+        if "EMAIL_OTP" in first and user.attribute_lookup.get("email"):
+            configured.append("EMAIL_OTP")
+        if "SMS_OTP" in first and user.attribute_lookup.get("phone_number"):
+            configured.append("SMS_OTP")
+        if key in self._passkey_users:
+            configured.append("WEB_AUTHN")
+        if user.token_verified:
+            configured.append("SOFTWARE_TOKEN")
+        response: dict[str, Any] = {"Username": user.username}
+        if names:
+            response["UserMFASettingList"] = names
+        if state.preferred:
+            response["PreferredMfaSetting"] = state.preferred
+        if configured:
+            response["ConfiguredUserAuthFactors"] = configured
+        return response
 
     def _set_mfa_preference(
         self, pool: CognitoIdpUserPool, user: CognitoIdpUser, body: dict[str, Any]
     ) -> _Captured | CognitoError:
+        key = (pool.id, user.id)
         facts = UserFacts(
             has_phone=bool(user.attribute_lookup.get("phone_number")),
             has_email=bool(user.attribute_lookup.get("email")),
             totp_verified=bool(user.token_verified),
             pool_mfa=pool.mfa_config or "OFF",
             pool_email_mfa=pool.id in self._pool_email_config,
+            totp_enabled=bool(user.software_token_mfa_enabled),
+            status=str(getattr(user.status, "value", user.status)),
+            pool_passkey_mfa=(self._pool_webauthn_config.get(pool.id) or {}).get(
+                "FactorConfiguration"
+            )
+            == PASSKEY_MFA_CONFIGURATION,
+            has_passkey=key in self._passkey_users,
         )
         error = check_mfa_preference(body, facts)
         if error is not None:
@@ -873,6 +1266,10 @@ class FidelityMiddleware:
         user.software_token_mfa_enabled = TOTP in after.enabled
         user.preferred_mfa_setting = after.preferred or ""
         self.set_email_mfa_enabled(pool.id, user.id, EMAIL in after.enabled)
+        self.set_user_flag("passkey_mfa", pool.id, user.id, PASSKEY in after.enabled)
+        if SMS in settings_blocks(body):
+            # The current API's SMS setting replaces the legacy MFAOptions switch.
+            self.set_user_flag("legacy_sms", pool.id, user.id, False)
         return _json_response({})
 
     def _mfa_state(self, user: CognitoIdpUser) -> MfaState:
@@ -885,18 +1282,24 @@ class FidelityMiddleware:
             )
             if on
         }
+        if (user.user_pool_id, user.id) in self._passkey_mfa_users:
+            enabled.add(PASSKEY)
         return MfaState(frozenset(enabled), user.preferred_mfa_setting or None)
 
     def _set_pool_mfa_config(
         self, pool: CognitoIdpUserPool, body: dict[str, Any]
     ) -> _Captured | CognitoError:
-        error = check_pool_mfa_config(body)
+        error = check_pool_mfa_config(body) or check_pool_feature_plan(
+            body, pool.extended_config.get("UserPoolTier") or DEFAULT_TIER
+        )
         if error is not None:
             return error
         pool.mfa_config = body.get("MfaConfiguration", "OFF")
         pool.sms_mfa_config = body.get("SmsMfaConfiguration")
         pool.token_mfa_config = body.get("SoftwareTokenMfaConfiguration")
         self.set_pool_email_mfa_config(pool.id, body.get("EmailMfaConfiguration"))
+        if "WebAuthnConfiguration" in body:
+            self.set_pool_webauthn_config(pool.id, body.get("WebAuthnConfiguration"))
         return _json_response(self._pool_mfa_config(pool))
 
     def _pool_mfa_config(self, pool: CognitoIdpUserPool) -> dict[str, Any]:
@@ -905,6 +1308,7 @@ class FidelityMiddleware:
             "SoftwareTokenMfaConfiguration": pool.token_mfa_config,
             "EmailMfaConfiguration": self._pool_email_config.get(pool.id),
             "MfaConfiguration": pool.mfa_config or "OFF",
+            "WebAuthnConfiguration": self._pool_webauthn_config.get(pool.id),
         }
         return {key: value for key, value in config.items() if value is not None}
 
@@ -934,6 +1338,14 @@ def _resolve_sub_alias(backend: Any, body: dict[str, Any], environ: dict[str, An
             environ["wsgi.input"] = io.BytesIO(raw)
             environ["CONTENT_LENGTH"] = str(len(raw))
             return
+
+
+def _json_or_empty(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any
 
 from moto.cognitoidp.models import UserStatus
 
-from .fidelity import EMAIL, SMS, TOTP
+from .fidelity import EMAIL, PASSKEY_MFA_CONFIGURATION, SMS, TOTP
 from .server import CognitoStandIn
 
 SNS_CALLER_ARN = "arn:aws:iam::123456789012:role/sns"
@@ -41,17 +41,34 @@ def create_pool(
     sms: bool = True,
     totp: bool = True,
     email: bool = False,
+    passkey: bool = False,
     name: str | None = None,
+    tier: str | None = None,
+    recovery: Iterable[str] | None = None,
+    first_auth_factors: Iterable[str] | None = None,
 ) -> str:
     """Create a user pool with this MFA configuration and return its id.
 
     `target` is a stand-in or a cognito-idp client. With `mfa="OFF"` no factor is configured:
-    the service refuses MFA OFF together with a factor configuration.
+    the service refuses MFA OFF together with a factor configuration. `passkey`: passkeys
+    count as MFA (WebAuthnConfiguration.FactorConfiguration MULTI_FACTOR_WITH_USER_VERIFICATION).
+    `tier`: the feature plan (LITE, ESSENTIALS, PLUS; the service's default is ESSENTIALS).
+    `recovery`: AccountRecoverySetting mechanisms in priority order, e.g. `["verified_email"]`
+    for "email only". `first_auth_factors`: the sign-in policy's AllowedFirstAuthFactors.
     """
     client = target.client() if isinstance(target, CognitoStandIn) else target
-    pool_id: str = client.create_user_pool(PoolName=name or f"pool-{uuid.uuid4().hex[:8]}")[
-        "UserPool"
-    ]["Id"]
+    create: dict[str, Any] = {"PoolName": name or f"pool-{uuid.uuid4().hex[:8]}"}
+    if tier is not None:
+        create["UserPoolTier"] = tier
+    if recovery is not None:
+        create["AccountRecoverySetting"] = {
+            "RecoveryMechanisms": [
+                {"Priority": i, "Name": mechanism} for i, mechanism in enumerate(recovery, 1)
+            ]
+        }
+    if first_auth_factors is not None:
+        create["Policies"] = {"SignInPolicy": {"AllowedFirstAuthFactors": list(first_auth_factors)}}
+    pool_id: str = client.create_user_pool(**create)["UserPool"]["Id"]
     request: dict[str, Any] = {"UserPoolId": pool_id, "MfaConfiguration": mfa}
     if mfa != "OFF":
         if sms:
@@ -65,6 +82,12 @@ def create_pool(
             request["EmailMfaConfiguration"] = {
                 "Message": "Your sign-in code is {####}",
                 "Subject": "Your sign-in code",
+            }
+        if passkey:
+            request["WebAuthnConfiguration"] = {
+                "RelyingPartyId": "auth.example.com",
+                "UserVerification": "required",
+                "FactorConfiguration": PASSKEY_MFA_CONFIGURATION,
             }
     client.set_user_pool_mfa_config(**request)
     return pool_id
@@ -96,13 +119,28 @@ def seed_user(
     attributes: Mapping[str, str] | None = None,
     password: str | None = None,
     sub: str | None = None,
+    legacy_sms: bool = False,
+    totp_stale: bool = False,
+    passwordless: bool = False,
+    passkey: bool = False,
+    passkey_mfa: bool = False,
 ) -> str:
     """Write one user straight into moto and return its Username.
 
     `status` defaults to CONFIRMED (EXTERNAL_PROVIDER for federated users). `preferred` is a
     factor (`sms`, `totp`, `email` or the Cognito name) and must be enabled. Missing groups
     are created. `sub` fixes the user's sub (deterministic seeds).
+
+    States the first model missed: `legacy_sms` (SMS MFA on through the legacy MFAOptions
+    only; needs `phone`), `totp_stale` (TOTP listed as enabled, the software token
+    re-associated and never verified), `passwordless` (no password: signs in with a passkey
+    or a one-time code), `passkey` (a registered passkey), `passkey_mfa` (passkey MFA on;
+    needs `passkey` and another factor enabled).
     """
+    if legacy_sms and (phone is None or sms_enabled):
+        raise ValueError(f"{username}: legacy SMS MFA needs a phone and no current SMS setting")
+    if passkey_mfa and not (passkey and (sms_enabled or totp_enabled or email_enabled)):
+        raise ValueError(f"{username}: passkey MFA needs a passkey and another factor enabled")
     enabled_factors = {
         factor
         for factor, on in ((SMS, sms_enabled), (TOTP, totp_enabled), (EMAIL, email_enabled))
@@ -132,10 +170,11 @@ def seed_user(
             user.update_attributes([{"Name": "sub", "Value": sub}])
         user.status = _user_status(status)
         user.enabled = enabled
-        # Cognito enables TOTP only for a verified token, so an enabled one was verified.
-        user.token_verified = totp_verified or totp_enabled
+        # Cognito enables TOTP only for a verified token, so an enabled one was verified
+        # (unless it was re-associated since: stale).
+        user.token_verified = (totp_verified or totp_enabled) and not totp_stale
         user.sms_mfa_enabled = sms_enabled
-        user.software_token_mfa_enabled = totp_enabled
+        user.software_token_mfa_enabled = totp_enabled or totp_stale
         user.preferred_mfa_setting = preferred_factor or ""
         pool = backend.describe_user_pool(pool_id)
         for group in groups:
@@ -143,6 +182,13 @@ def seed_user(
                 backend.create_group(pool_id, group, "", "", 0)
             backend.admin_add_user_to_group(pool_id, group, user.username)
         standin.fidelity.set_email_mfa_enabled(pool_id, user.id, email_enabled)
+        for flag, on in (
+            ("legacy_sms", legacy_sms),
+            ("passwordless", passwordless),
+            ("passkey", passkey),
+            ("passkey_mfa", passkey_mfa),
+        ):
+            standin.fidelity.set_user_flag(flag, pool_id, user.id, on)
         return str(user.username)
 
 
@@ -159,18 +205,23 @@ def _user_status(status: str | None) -> Any:
 
 #: Kind of demo user -> share of the pool (the two break-glass users come on top).
 DEMO_MIX: dict[str, float] = {
-    "no_mfa_with_phone": 0.18,
+    "no_mfa_with_phone": 0.15,
     "no_mfa_without_phone": 0.06,
-    "sms_preferred": 0.20,
+    "sms_preferred": 0.17,
     "totp_verified_sms_preferred": 0.08,
     "totp_and_sms_no_preference": 0.06,
     "totp_and_sms_sms_preferred": 0.10,
-    "totp_preferred": 0.14,
+    "totp_preferred": 0.12,
     "admin_sms_only": 0.03,
     "admin_totp_and_sms": 0.03,
     "service_account": 0.03,
     "disabled": 0.04,
     "federated": 0.05,
+    # States the first model missed (research/cognito-cost-and-state.md).
+    "legacy_sms": 0.03,
+    "stale_totp": 0.02,
+    "passwordless": 0.02,
+    "unconfirmed": 0.01,
 }
 
 #: Kind -> seed_user arguments (beyond names and contact details).
@@ -197,6 +248,13 @@ _DEMO_STATES: dict[str, dict[str, Any]] = {
     "service_account": {"phone": None, "groups": (SERVICE_ACCOUNTS_GROUP,)},
     "disabled": {"sms_enabled": True, "preferred": "sms", "enabled": False},
     "federated": {"phone": None, "status": "EXTERNAL_PROVIDER"},
+    # SMS MFA on through the legacy MFAOptions only.
+    "legacy_sms": {"legacy_sms": True},
+    # TOTP listed, but the software token was re-associated and never verified.
+    "stale_totp": {"totp_stale": True, "sms_enabled": True, "preferred": "sms"},
+    # Signs in with an SMS one-time code, no password.
+    "passwordless": {"passwordless": True},
+    "unconfirmed": {"sms_enabled": True, "preferred": "sms", "status": "UNCONFIRMED"},
 }
 
 _PREFIXES = {"admin_sms_only": "admin", "admin_totp_and_sms": "admin", "service_account": "svc"}
@@ -242,7 +300,14 @@ def seed_demo_pool(
     counts = demo_counts(n)
     kinds = [kind for kind, count in counts.items() if kind != "break_glass" for _ in range(count)]
     rng.shuffle(kinds)
-    pool_id = create_pool(standin, mfa="OPTIONAL", sms=True, totp=True, name=name)
+    pool_id = create_pool(
+        standin,
+        mfa="OPTIONAL",
+        sms=True,
+        totp=True,
+        name=name,
+        first_auth_factors=["PASSWORD", "SMS_OTP"],
+    )
     usernames: dict[str, list[str]] = {kind: [] for kind in counts}
     numbers: dict[str, int] = {}
 

@@ -26,6 +26,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from .cloudtrail import TrailEvent, month_of
 from .fidelity import CognitoError, Fault, FidelityMiddleware, Quotas, ThrottleStorm
 
 logger = logging.getLogger(__name__)
@@ -273,8 +274,18 @@ class CognitoStandIn:
     def token_ttl_seconds(self, seconds: float) -> None:
         self.fidelity.token_ttl_seconds = seconds
 
+    @property
+    def cloudtrail_lag_seconds(self) -> float:
+        """How long after a call its CloudTrail event appears in LookupEvents (default 0;
+        real CloudTrail: minutes, typically under 15)."""
+        return self.fidelity.cloudtrail_lag_seconds
+
+    @cloudtrail_lag_seconds.setter
+    def cloudtrail_lag_seconds(self, seconds: float) -> None:
+        self.fidelity.cloudtrail_lag_seconds = seconds
+
     def restore_settings(self) -> None:
-        """Quotas, latency and token TTL back to the constructor's values."""
+        """Quotas, latency, token TTL and CloudTrail lag back to the constructor's values."""
         self.fidelity.restore_settings()
 
     @contextlib.contextmanager
@@ -284,9 +295,10 @@ class CognitoStandIn:
         quotas: Quotas | None = _UNSET,
         latency: tuple[float, float] | None = _UNSET,
         token_ttl_seconds: float = _UNSET,
+        cloudtrail_lag_seconds: float = _UNSET,
     ) -> Iterator[Self]:
         """Change settings for the duration of a `with` block, then put the old ones back."""
-        before = (self.quotas, self.latency, self.token_ttl_seconds)
+        before = (self.quotas, self.latency, self.token_ttl_seconds, self.cloudtrail_lag_seconds)
         try:
             if quotas is not _UNSET:
                 self.quotas = quotas
@@ -294,9 +306,16 @@ class CognitoStandIn:
                 self.latency = latency
             if token_ttl_seconds is not _UNSET:
                 self.token_ttl_seconds = token_ttl_seconds
+            if cloudtrail_lag_seconds is not _UNSET:
+                self.cloudtrail_lag_seconds = cloudtrail_lag_seconds
             yield self
         finally:
-            self.quotas, self.latency, self.token_ttl_seconds = before
+            (
+                self.quotas,
+                self.latency,
+                self.token_ttl_seconds,
+                self.cloudtrail_lag_seconds,
+            ) = before
 
     # ---- counters --------------------------------------------------------------------------
 
@@ -312,6 +331,38 @@ class CognitoStandIn:
 
     def reset_counters(self) -> None:
         self.fidelity.reset_counters()
+
+    # ---- CloudTrail and billing ------------------------------------------------------------
+
+    def cloudtrail_events(self, pool_id: str | None = None) -> list[TrailEvent]:
+        """Every Cognito call recorded so far (delivered or not), oldest first."""
+        return self.fidelity.trail.events(pool_id)
+
+    def deliver_cloudtrail_events(self) -> int:
+        """Deliver the events still inside the lag now; returns how many were late."""
+        return self.fidelity.trail.deliver_all(time.time())
+
+    def monthly_active_users(self, pool_id: str, month: str | None = None) -> set[str]:
+        """Subs Cognito would bill as MAUs of `month` ("YYYY-MM", default this UTC month)."""
+        return self.fidelity.trail.monthly_active_users(pool_id, month or month_of(time.time()))
+
+    def record_managed_login(self, pool_id: str, username: str, event_name: str) -> None:
+        """Record a managed-login page event (`mfa_totp_POST`, `passkeys_add_POST`, ...) for
+        a user, as the hosted pages do; the pages have no API, so tests change the user's
+        state themselves and record the event with this."""
+        with self.lock:
+            user = self.backend.describe_user_pool(pool_id)._get_user(username)
+            if user is None:
+                raise LookupError(f"no user {username!r} in pool {pool_id}")
+            self.fidelity.trail.record(
+                event_name,
+                at=time.time(),
+                account_id=self.account_id,
+                region=self.region,
+                pool_id=pool_id,
+                sub=user.id,
+                principal=None,
+            )
 
     # ---- access tokens ---------------------------------------------------------------------
 
