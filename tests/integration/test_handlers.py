@@ -223,6 +223,15 @@ def test_state_machine_loop_migrates_a_pool_larger_than_one_slice(standin, demo_
     assert "## mfa-policy apply" in s3_text(standin, final["report_uri"], "summary.md")
 
 
+def test_only_the_first_slice_of_a_run_lists_group_members(standin, demo_pool, bucket):
+    outputs = walk_state_machine(standin, settings_for(demo_pool.pool_id, bucket), "drift")
+
+    assert len(outputs) >= 3
+    listed = [out["checkpoint"]["counts"]["api_calls"]["list_users_in_group"] for out in outputs]
+    assert listed[0] >= 2  # the demo policy names two groups
+    assert listed == [listed[0]] * len(outputs)
+
+
 def test_handlers_reach_the_same_final_state_and_report_as_the_cli(
     standin, demo_pool, bucket, tmp_path
 ):

@@ -881,3 +881,42 @@ def test_unmanaged_and_deferred_users_are_not_read_and_their_rows_say_so(
     assert read == len(rows) - sum(
         outcomes[o] for o in ("unmanaged", "deferred", "excluded", "skipped")
     )
+
+
+def test_a_run_in_slices_lists_group_members_once_and_decides_as_a_whole_run(
+    standin, demo_pool, tmp_path
+):
+    whole_pool, split_pool = demo_pool(RESUME_POOL_SIZE, 17), demo_pool(RESUME_POOL_SIZE, 17)
+    whole, whole_rows = run(
+        standin, whole_pool.pool_id, Mode.DRIFT, tmp_path, "whole", state_dir=tmp_path / "s1"
+    )
+    stop = StopAfterPages(0)
+    first, _ = run(
+        standin,
+        split_pool.pool_id,
+        Mode.DRIFT,
+        tmp_path,
+        "split",
+        state_dir=tmp_path / "s2",
+        keep_going=stop.keep_going,
+        on_rows=stop.on_rows,
+    )
+    assert not first["complete"]
+    resumed = run_locally(
+        demo_policy(),
+        split_pool.pool_id,
+        Mode.DRIFT,
+        client=standin.client(),
+        state_dir=tmp_path / "s2",
+        resume=True,
+    )
+
+    listed_once = whole["counts"]["api_calls"]["list_users_in_group"]
+    assert listed_once >= 2  # the demo policy names two groups
+    assert first["counts"]["api_calls"]["list_users_in_group"] == listed_once
+    assert resumed.summary["counts"]["api_calls"]["list_users_in_group"] == listed_once
+
+    def decided(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+        return {r["username"]: (r["rule"], r["outcome"], r["before"]) for r in rows}
+
+    assert decided(rows_of(resumed.report_dir)) == decided(whole_rows)

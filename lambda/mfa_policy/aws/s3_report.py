@@ -154,6 +154,29 @@ class S3File:
             self.s3.upload_file(str(self.local), self.bucket, self.key)
 
 
+class S3Object:
+    """One small object read and written whole (a run's group membership snapshot)."""
+
+    def __init__(self, s3: Any, bucket: str, key: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.key = key
+
+    def load(self) -> bytes | None:
+        try:
+            body: bytes = self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return None
+            raise
+        return body
+
+    def save(self, data: bytes) -> None:
+        self.s3.put_object(
+            Bucket=self.bucket, Key=self.key, Body=data, ContentType="application/json"
+        )
+
+
 class S3JournalPages:
     """A run's write-intent journal in the bucket: ``journal/<run id>/<page>.jsonl``.
 

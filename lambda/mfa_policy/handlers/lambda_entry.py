@@ -33,7 +33,7 @@ from mfa_policy.aws.clients import aws_client
 from mfa_policy.aws.cloudtrail import DEFAULT_LOOKUPS_PER_SECOND
 from mfa_policy.aws.ledger_table import DynamoLedger
 from mfa_policy.aws.s3_lock import S3Lock
-from mfa_policy.aws.s3_report import S3File, S3JournalPages, S3Report
+from mfa_policy.aws.s3_report import S3File, S3JournalPages, S3Object, S3Report
 from mfa_policy.aws.tokens import DynamoTokenTable
 from mfa_policy.core.engine import Mode
 from mfa_policy.core.model import DRIFT_OUTCOMES, RULE_METRIC_OUTCOMES, Outcome
@@ -84,10 +84,24 @@ class HandlerSettings:
     #: How long a run may take, from taking the lock; None: no limit but the state machine's.
     run_timeout_seconds: float | None = None
 
+    def state_key(self, name: str) -> str:
+        """The bucket key of a state object, next to the reports."""
+        return f"{self.report_prefix.rstrip('/')}/{name}".lstrip("/")
+
     def lock(self, s3: Any, **kwargs: Any) -> S3Lock:
-        """The pool's run lock: one object per pool, next to the reports."""
-        key = f"{self.report_prefix.rstrip('/')}/locks/{self.user_pool_id}.json".lstrip("/")
-        return S3Lock(s3, self.report_bucket, key, **kwargs)
+        """The pool's run lock: one object per pool."""
+        return S3Lock(
+            s3, self.report_bucket, self.state_key(f"locks/{self.user_pool_id}.json"), **kwargs
+        )
+
+    def probe_file(self, s3: Any, work: Path) -> S3File:
+        """The pool's probe memory, kept in the bucket and used from ``work``."""
+        return S3File(
+            s3,
+            self.report_bucket,
+            self.state_key(f"probes/{self.user_pool_id}.sqlite"),
+            work / "probes.sqlite",
+        )
 
 
 def settings_from_env(env: Mapping[str, str]) -> HandlerSettings:
@@ -403,12 +417,7 @@ def run_slice(
             raise _timed_out(report, checkpoint, run_id, settings)
         time_budget = min(time_budget, left) if left is not None else time_budget
     work = Path(tempfile.mkdtemp(prefix="mfa-policy-"))
-    probe_file = S3File(
-        s3,
-        settings.report_bucket,
-        f"{settings.report_prefix.rstrip('/')}/probes/{settings.user_pool_id}.sqlite".lstrip("/"),
-        work / "probes.sqlite",
-    )
+    probe_file = settings.probe_file(s3, work)
     probe_file.download()
     tokens = (
         DynamoTokenTable(dynamodb, settings.token_table)
@@ -448,6 +457,9 @@ def run_slice(
             cloudtrail=cloudtrail if ledger is not None else None,
             full=slice_event.full,
             lookups_per_second=settings.lookups_per_second,
+            group_snapshot=S3Object(
+                s3, settings.report_bucket, settings.state_key(f"groups/{run_id}.json")
+            ),
         )
     except Exception:
         _leave_behind(report, pages, run_id)
@@ -612,12 +624,7 @@ def evaluate_event(
     if not subs:
         return []
     work = Path(tempfile.mkdtemp(prefix="mfa-policy-"))
-    probe_file = S3File(
-        s3,
-        settings.report_bucket,
-        f"{settings.report_prefix.rstrip('/')}/probes/{settings.user_pool_id}.sqlite".lstrip("/"),
-        work / "probes.sqlite",
-    )
+    probe_file = settings.probe_file(s3, work)
     probe_file.download()
     rows = evaluate_changed(
         cognito,

@@ -19,6 +19,7 @@ from mfa_policy.core.engine import Mode
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.report import LocalReport
 from mfa_policy.exceptions import RunError
+from mfa_policy.run.groups import FileGroupSnapshot
 from mfa_policy.run.ledger import SqliteLedger
 from mfa_policy.run.runner import (
     ADMIN,
@@ -209,6 +210,7 @@ def _run_holding(
             report=report,
             probe_db=state.probe_db(user_pool_id),
             journal=IntentJournal(state.run_dir(run_id) / "intents.jsonl", run_id=run_id),
+            group_snapshot=FileGroupSnapshot(state.run_dir(run_id) / "groups.json"),
             checkpoint=checkpoint,
             run_id=run_id,
             keep_going=keep_going,

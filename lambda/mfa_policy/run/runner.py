@@ -11,14 +11,11 @@ report users it changed just before dying as ``changed`` with their true before-
 
 from __future__ import annotations
 
-import bisect
-import hashlib
 import threading
 import time
 import uuid
-from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -72,6 +69,7 @@ from mfa_policy.core.model import (
 from mfa_policy.core.policy import Policy
 from mfa_policy.core.report import LEDGER, MAU_READ, Counts, mask_identifier
 from mfa_policy.exceptions import PreflightError, RunError
+from mfa_policy.run.groups import GroupMembers, GroupSnapshot, NoSnapshot, group_members_for_run
 from mfa_policy.run.ledger import sync_feed
 from mfa_policy.run.state import Checkpoint, Intent, Journal, ProbeMemory
 
@@ -242,6 +240,7 @@ class Runner:
         clock: Callable[[], float] = time.time,
         changed_subs: frozenset[str] = frozenset(),
         pages_in_flight: int = PAGES_IN_FLIGHT,
+        group_snapshot: GroupSnapshot | None = None,
     ) -> None:
         if auth == ACCESS_TOKEN and tokens is None:
             raise RunError("access-token mode needs a token table (--token-table)")
@@ -264,6 +263,8 @@ class Runner:
         #: Users known to have changed (an EventBridge event): always read.
         self.changed_subs = changed_subs
         self.pages_in_flight = max(1, pages_in_flight)
+        #: Where the run keeps the membership it listed in its first slice.
+        self.group_snapshot = group_snapshot or NoSnapshot()
         self._clock = clock
         #: Set per slice from the checkpoint: read everyone, and the month MAUs are billed in.
         self._full_read = ledger is None
@@ -329,7 +330,9 @@ class Runner:
         checkpoint = replace(checkpoint, slices=checkpoint.slices + 1)
         self._full_read = self.ledger is None or bool(checkpoint.ledger.get("full_read", True))
         self._month = checkpoint.month or month_of(self._clock())
-        groups = self._group_members()
+        groups = group_members_for_run(
+            self.policy.groups_referenced, self.group_snapshot, self.gateway.group_members
+        )
         in_flight: deque[tuple[int, str | None, list[Future[_Processed]]]] = deque()
         page, token = checkpoint.next_page, checkpoint.next_token
         first_page = page
@@ -410,12 +413,6 @@ class Runner:
         """Move the gateway's call counters into ``counts`` (the checkpoint carries them)."""
         self.gateway.counters.drain_into(counts.api_calls, counts.throttled)
         return counts
-
-    def _group_members(self) -> dict[str, GroupMembers]:
-        return {
-            g: GroupMembers(self.gateway.group_members(g))
-            for g in sorted(self.policy.groups_referenced)
-        }
 
     def _tokens_for(self, users: list[ListedUser]) -> dict[str, str]:
         if self.auth != ACCESS_TOKEN:
@@ -508,7 +505,10 @@ class Runner:
         return processed.row, processed.observation
 
     def group_members(self) -> dict[str, GroupMembers]:
-        return self._group_members()
+        """The groups the policy names, listed now (one user's event needs today's)."""
+        return group_members_for_run(
+            self.policy.groups_referenced, NoSnapshot(), self.gateway.group_members
+        )
 
     def _process(
         self,
@@ -859,31 +859,6 @@ def _answers_for(read: MfaRead, listed: ListedUser) -> bool:
     if read.sub is not None:
         return read.sub == listed.sub
     return read.username is not None and read.username == listed.username
-
-
-class GroupMembers:
-    """A group's usernames in 8 bytes each: a sorted array of 64-bit keyed hashes.
-
-    A set of 200,000 usernames costs about 28 MB of Python objects; this costs 1.6 MB. Two
-    usernames share a hash with a chance of about 1 in 10^19 per pair.
-    """
-
-    def __init__(self, usernames: Iterable[str]) -> None:
-        self._hashes = array("Q", sorted(_hash64(u) for u in usernames))
-
-    def __contains__(self, username: object) -> bool:
-        if not isinstance(username, str):
-            return False
-        key = _hash64(username)
-        i = bisect.bisect_left(self._hashes, key)
-        return i < len(self._hashes) and self._hashes[i] == key
-
-    def __len__(self) -> int:
-        return len(self._hashes)
-
-
-def _hash64(username: str) -> int:
-    return int.from_bytes(hashlib.blake2b(username.encode(), digest_size=8).digest(), "big")
 
 
 def as_user(listed: ListedUser, groups: frozenset[str]) -> User:
