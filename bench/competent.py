@@ -1,7 +1,7 @@
 """A competent concurrent script, the strongest peer: a thread pool and botocore's adaptive
 retries (client-side rate limiting that backs off on throttles), about 25 lines.
 
-    python -m bench.competent ENDPOINT_URL POOL_ID drift|apply WORKERS
+    python -m bench.competent ENDPOINT_URL POOL_ID drift|apply WORKERS [adaptive|standard]
 
 Lists the pool, hands each page's users to the pool as soon as it is listed, reads each user
 and, for apply, writes TOTP-preferred to every user not already TOTP-preferred (a rejected
@@ -24,6 +24,7 @@ TOTP = "SOFTWARE_TOKEN_MFA"
 
 def main(argv: list[str]) -> int:
     endpoint_url, pool_id, mode, workers = argv[0], argv[1], argv[2], int(argv[3])
+    retry_mode = argv[4] if len(argv) > 4 else "adaptive"
     client = boto3.session.Session().client(
         "cognito-idp",
         endpoint_url=endpoint_url,
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> int:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",  # noqa: S106 (dummy)
         config=Config(
-            retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=workers
+            retries={"mode": retry_mode, "max_attempts": 10}, max_pool_connections=workers
         ),
     )
     lock = threading.Lock()
