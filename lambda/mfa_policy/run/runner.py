@@ -346,9 +346,7 @@ class Runner:
             while True:
                 # Commit every complete page at the head, in order, before listing more.
                 while in_flight and all(f.done() for f in in_flight[0][2]):
-                    committed, token_after, futures = in_flight.popleft()
-                    processed = [f.result() for f in futures]
-                    checkpoint = self._commit(checkpoint, committed, token_after, processed)
+                    checkpoint = self._commit_oldest(checkpoint, in_flight)
                 # A slice always takes at least one page, so a loop of slices always progresses.
                 if (
                     len(in_flight) < self.pages_in_flight
@@ -372,9 +370,7 @@ class Runner:
                 if not in_flight:
                     break
                 # The window is full (or the listing is done): wait for the oldest page.
-                committed, token_after, futures = in_flight.popleft()
-                processed = [f.result() for f in futures]
-                checkpoint = self._commit(checkpoint, committed, token_after, processed)
+                checkpoint = self._commit_oldest(checkpoint, in_flight)
         if checkpoint.done:
             checkpoint = replace(checkpoint, ended_at=now_iso())
             self.save_checkpoint(checkpoint)
@@ -382,6 +378,15 @@ class Runner:
         return checkpoint
 
     # -- commit ---------------------------------------------------------------------------
+
+    def _commit_oldest(
+        self,
+        checkpoint: Checkpoint,
+        in_flight: deque[tuple[int, str | None, list[Future[_Processed]]]],
+    ) -> Checkpoint:
+        """Wait for the oldest page in flight and commit it."""
+        page, token_after, futures = in_flight.popleft()
+        return self._commit(checkpoint, page, token_after, [f.result() for f in futures])
 
     def _commit(
         self,
