@@ -10,6 +10,7 @@ from mfa_policy.core.engine import (
     after_rejection,
     apply_request,
     decide,
+    decide_unread,
     in_rollout,
 )
 from mfa_policy.core.model import Factor, MfaState, Outcome, User
@@ -393,10 +394,23 @@ def test_rollout_defers_users_outside_and_is_stable():
     assert outcomes == [decide(p, user(sub=s), Mode.APPLY).outcome for s in subs]
 
 
-def test_rollout_never_defers_compliant_users():
+def test_rollout_defers_every_user_outside_it_as_a_run_does_and_a_read_says_what_would_change():
+    # A run decides users outside a rollout from the listing, unread, so it cannot tell a
+    # compliant one from one that would change; a single-user decision must agree with it.
     p = policy(rule({"sms": "enabled"}, rollout={"percent": 0}))
-    assert decide(p, user(state(SMS)), Mode.DRIFT).outcome is Outcome.COMPLIANT
-    assert decide(p, user(), Mode.DRIFT).outcome is Outcome.DEFERRED
+    compliant, drifted = user(state(SMS)), user()
+    for u in (compliant, drifted):
+        d = decide(p, u, Mode.APPLY)
+        assert (d.outcome, d.request) == (Outcome.DEFERRED, None)
+        unread = decide_unread(p, u)
+        assert unread is not None
+        assert (unread.outcome, unread.rule) == (d.outcome, d.rule)
+    assert decide(p, compliant, Mode.DRIFT).reason == (
+        "outside the rule's 0% rollout; already as the rule wants"
+    )
+    assert decide(p, drifted, Mode.DRIFT).reason == (
+        "outside the rule's 0% rollout; would enable sms"
+    )
 
 
 def test_rollout_grows_monotonically():

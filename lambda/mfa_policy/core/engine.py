@@ -281,7 +281,7 @@ def decide_unread(policy: Policy, user: User) -> Decision | None:
     rule = matching_rule(policy, user)
     if rule is None:
         return base
-    if rule.rollout_percent is not None and not in_rollout(user.sub, rule.rollout_percent):
+    if outside_rollout(rule, user):
         return replace(
             base,
             rule=rule.name,
@@ -289,6 +289,10 @@ def decide_unread(policy: Policy, user: User) -> Decision | None:
             reason=f"outside the rule's {rule.rollout_percent:g}% rollout; not read",
         )
     return None
+
+
+def outside_rollout(rule: Rule, user: User) -> bool:
+    return rule.rollout_percent is not None and not in_rollout(user.sub, rule.rollout_percent)
 
 
 def decide(
@@ -326,14 +330,25 @@ def decide(
         stale=stale,
         keep_enabled=pool.requires_mfa,
     )
-    if desired == current and not migrate_sms and not stale & desired.enabled:
+    settled = desired == current and not migrate_sms and not stale & desired.enabled
+    if outside_rollout(rule, user):
+        # Deferred whatever the state, as in a run, which decides these users unread
+        # (``decide_unread``); a caller that did read the user learns what would change.
+        would = (
+            "already as the rule wants" if settled else "would " + describe_change(current, desired)
+        )
+        return replace(
+            base,
+            outcome=Outcome.DEFERRED,
+            reason=f"outside the rule's {rule.rollout_percent:g}% rollout; {would}",
+        )
+    if settled:
         return replace(
             base, reason="legacy SMS MFA (MFAOptions) in effect" if user.legacy_sms else ""
         )
 
     wanted = desired.enabled - current.enabled
-    in_this_rollout = rule.rollout_percent is None or in_rollout(user.sub, rule.rollout_percent)
-    if pool.maybe_passwordless(user) and pool.mfa == "OPTIONAL" and wanted and in_this_rollout:
+    if pool.maybe_passwordless(user) and pool.mfa == "OPTIONAL" and wanted:
         names = ", ".join(f.value for f in FACTOR_ORDER if f in wanted)
         who = (
             "the user signs in without a password"
@@ -378,18 +393,6 @@ def decide(
             request=None,
             probing=False,
             guards=frozenset({Guard.LAST_FACTOR}),
-        )
-
-    if not in_this_rollout:
-        return replace(
-            decision,
-            outcome=Outcome.DEFERRED,
-            target=current,
-            request=None,
-            probing=False,
-            guards=frozenset(),
-            reason=f"outside the rule's {rule.rollout_percent:g}% rollout; "
-            f"would {describe_change(current, desired)}",
         )
     return replace(decision, outcome=_outcome(decision, mode), reason=_reason(decision, mode))
 
