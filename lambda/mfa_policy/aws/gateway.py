@@ -2,7 +2,8 @@
 
 Every call goes through one path: wait for the quota category's paced budget, send, tell the
 budget every answer (throttles slow it down, at most once per window), and retry throttles,
-5xx and timeouts with backoff. Responses are
+5xx and timeouts with backoff. A gateway built with ``hedge`` sends a user read that goes
+unanswered past the delay once more (``mfa_policy.aws.hedge``). Responses are
 normalized here (absent, ``""`` and ``[]`` all mean "none"), so nothing above this module
 sees Cognito's wire shapes.
 """
@@ -27,6 +28,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from mfa_policy.aws.hedge import Flight, HedgedCalls, HedgeDelay
 from mfa_policy.aws.ratelimit import Category, RateLimiter
 from mfa_policy.core.engine import Rejection
 from mfa_policy.core.model import (
@@ -37,6 +39,7 @@ from mfa_policy.core.model import (
     PoolMfaConfig,
     PoolSettings,
 )
+from mfa_policy.core.report import Counts
 from mfa_policy.exceptions import MfaPolicyError, PreflightError, RunError
 
 #: Cognito's maximum page size for ListUsers and ListUsersInGroup.
@@ -208,12 +211,14 @@ class UsersPage:
 
 
 class CallCounters:
-    """Requests sent per operation (retries included) and throttles received; thread-safe."""
+    """Requests sent per operation (retries included), throttles received and hedged reads
+    (each also counted as the requests it sent); thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
+        self.hedges = 0
 
     def count(self, operation: str, *, throttled: bool = False) -> None:
         with self._lock:
@@ -221,13 +226,19 @@ class CallCounters:
             if throttled:
                 self.throttled[operation] += 1
 
-    def drain_into(self, api_calls: Counter[str], throttled: Counter[str]) -> None:
-        """Add the counts so far to the given counters and start again from zero."""
+    def count_hedge(self) -> None:
         with self._lock:
-            api_calls.update(self.calls)
-            throttled.update(self.throttled)
+            self.hedges += 1
+
+    def drain_into(self, counts: Counts) -> None:
+        """Add the counts so far to ``counts`` and start again from zero."""
+        with self._lock:
+            counts.api_calls.update(self.calls)
+            counts.throttled.update(self.throttled)
+            counts.hedged_reads += self.hedges
             self.calls.clear()
             self.throttled.clear()
+            self.hedges = 0
 
 
 def _listed(raw: Mapping[str, Any]) -> ListedUser:
@@ -292,7 +303,8 @@ def mfa_state_of(
     return MfaState(frozenset(enabled), preferred), legacy_sms
 
 
-#: What the calling thread is sending through a gateway, for the before-send hook.
+#: What the calling thread is sending through a gateway, for the before-send hook: the
+#: limiter and category that pace it, and the hedged read's flight told of the send.
 _sending = threading.local()
 
 
@@ -300,6 +312,9 @@ def _pace_at_send(**_: Any) -> None:
     limiter = getattr(_sending, "limiter", None)
     if limiter is not None:
         limiter.acquire(_sending.category)
+    flight: Flight | None = getattr(_sending, "flight", None)
+    if flight is not None:
+        flight.sent()  # after the pacing wait: a hedge's delay counts from the send
 
 
 def _pace_on_send(client: Any) -> bool:
@@ -327,6 +342,7 @@ class CognitoGateway:
         retry: RetryPolicy | None = None,
         counters: CallCounters | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        hedge: HedgeDelay | None = None,
     ) -> None:
         self.client = client
         self.user_pool_id = user_pool_id
@@ -339,11 +355,19 @@ class CognitoGateway:
         self._lock = threading.Lock()
         self.warnings: list[str] = []
         self._paced_on_send = _pace_on_send(client) if limiter is not None else False
+        #: User reads unanswered past ``hedge``'s delay are sent once more (None: never).
+        self._hedged = HedgedCalls(hedge) if hedge is not None else None
+
+    def close(self) -> None:
+        """Stop the hedged reads' threads (a read still in flight finishes on its own)."""
+        if self._hedged is not None:
+            self._hedged.close()
 
     # -- the one path every request takes --------------------------------------------------
 
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         category = CATEGORY_OF[operation]
+        flight: Flight | None = getattr(_sending, "flight", None)
         throttles = errors = transports = 0
         while True:
             if self.limiter is not None and not self._paced_on_send:
@@ -355,10 +379,14 @@ class CognitoGateway:
                         "UnknownOperationException", "not in this client's service model", operation
                     )
                 _sending.limiter, _sending.category = self.limiter, category
+                if flight is not None and not self._paced_on_send:
+                    flight.sent()  # no before-send hook: the send is the call
                 try:
                     response: dict[str, Any] = method(**kwargs)
                 finally:
                     _sending.limiter = None
+                    if flight is not None:
+                        flight.answered()
                 self.counters.count(operation)
                 if self.limiter is not None:
                     self.limiter.answered(category, throttled=False)
@@ -534,13 +562,13 @@ class CognitoGateway:
         if with_attributes or operation in self._unavailable:
             operation = FALLBACK_READS[operation]
         try:
-            response = self._call(operation, **kwargs)
+            response = self._read(operation, kwargs)
         except CognitoError as exc:
             if exc.code not in _UNAVAILABLE_CODES or operation not in FALLBACK_READS:
                 raise
             self._fall_back(operation, exc)
             operation = FALLBACK_READS[operation]
-            response = self._call(operation, **kwargs)
+            response = self._read(operation, kwargs)
         mfa, legacy_sms = mfa_state_of(response, sms_mfa_option=sms_mfa_option)
         configured = response.get("ConfiguredUserAuthFactors")
         return MfaRead(
@@ -557,6 +585,25 @@ class CognitoGateway:
             operation=operation,
             username=response.get("Username"),
         )
+
+    def _read(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``_call`` for one user read, hedged when this gateway hedges: each request, the
+        hedge too, is paced, retried and counted as any other."""
+        if self._hedged is None:
+            return self._call(operation, **kwargs)
+        return self._hedged.call(
+            lambda flight: self._call_in_flight(flight, operation, kwargs),
+            self.counters.count_hedge,
+        )
+
+    def _call_in_flight(
+        self, flight: Flight, operation: str, kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        _sending.flight = flight
+        try:
+            return self._call(operation, **kwargs)
+        finally:
+            _sending.flight = None
 
     def _fall_back(self, operation: str, exc: CognitoError) -> None:
         with self._lock:

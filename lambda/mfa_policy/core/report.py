@@ -94,6 +94,8 @@ class Counts:
     #: Where before-states came from: read calls by name, "ledger", "maus_added",
     #: and "reason:<why>" per read.
     reads: Counter[str] = field(default_factory=Counter)
+    #: Extra user reads sent because one went unanswered too long (also in ``api_calls``).
+    hedged_reads: int = 0
 
     def add_row(self, row: Mapping[str, Any]) -> None:
         self.by_outcome[row["outcome"]] += 1
@@ -133,6 +135,7 @@ class Counts:
             "api_calls": dict(sorted(self.api_calls.items())),
             "throttled": dict(sorted(self.throttled.items())),
             "reads": dict(sorted(self.reads.items())),
+            "hedged_reads": self.hedged_reads,
         }
 
     @classmethod
@@ -143,6 +146,7 @@ class Counts:
             api_calls=Counter(data.get("api_calls", {})),
             throttled=Counter(data.get("throttled", {})),
             reads=Counter(data.get("reads", {})),
+            hedged_reads=int(data.get("hedged_reads", 0)),
         )
 
 

@@ -69,7 +69,7 @@ def run_plan_slice(
         stale += sum(1 for row in rows if is_stale(row))
         offset += len(rows)
         first = False
-    gateway.counters.drain_into(counts.api_calls, counts.throttled)
+    gateway.counters.drain_into(counts)
     done = offset >= len(plan.changes)
     if done:
         report.finish(

@@ -168,7 +168,7 @@ def apply_plan(
         stale += sum(1 for row in rows if is_stale(row))
         if on_rows:
             on_rows(rows)
-    gateway.counters.drain_into(counts.api_calls, counts.throttled)
+    gateway.counters.drain_into(counts)
     summary = plan_summary(
         plan,
         plan_source,

@@ -319,7 +319,7 @@ def _restore(
     report.append(results)
     for row in results:
         counts.add_row(row)
-    gateway.counters.drain_into(counts.api_calls, counts.throttled)
+    gateway.counters.drain_into(counts)
     done = Checkpoint(
         run_id=run_id,
         user_pool_id=gateway.user_pool_id,

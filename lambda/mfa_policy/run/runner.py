@@ -421,7 +421,7 @@ class Runner:
 
     def _counts_with_calls(self, counts: Counts) -> Counts:
         """Move the gateway's call counters into ``counts`` (the checkpoint carries them)."""
-        self.gateway.counters.drain_into(counts.api_calls, counts.throttled)
+        self.gateway.counters.drain_into(counts)
         return counts
 
     def _tokens_for(self, users: list[ListedUser]) -> dict[str, str]:
