@@ -13,6 +13,7 @@ where the pool is large.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -222,6 +223,11 @@ def comparable(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
     }
 
 
+def decisions(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """What a drift found for each user."""
+    return {r["username"]: (r["rule"], r["outcome"], r["before"], r["desired"]) for r in rows}
+
+
 # ---- throttling, 5xx, timeouts -----------------------------------------------------------------
 
 
@@ -345,6 +351,25 @@ def test_timeouts_are_retried_and_a_write_that_landed_late_is_not_a_second_chang
     assert_invariants(rows, before, after, writes.accepted, fast_policy())
     assert comparable(rows) == comparable(clean_rows)
     assert after == pool_state(standin, clean_pool.pool_id)
+
+
+def test_a_read_stalled_in_a_latency_tail_is_hedged_and_the_run_does_not_wait_for_it(
+    standin, demo_pool, tmp_path
+):
+    pool = demo_pool(100, seed=29)  # 85 users read
+    _, clean_rows = run(standin, pool.pool_id, Mode.DRIFT, tmp_path, "clean", workers=8)
+    reads = itertools.count(1)
+    # With 8 readers the 70th read is sent after at least 62 answers: the run knows its hedge
+    # delay (from 50). The stall is far longer than the whole run.
+    stall = 5.0
+    standin.stall("AdminGetUserAuthFactors", stall, match=lambda _: next(reads) == 70)
+
+    started = time.monotonic()
+    summary, rows = run(standin, pool.pool_id, Mode.DRIFT, tmp_path, "tail", workers=8)
+
+    assert time.monotonic() - started < stall
+    assert summary["counts"]["hedged_reads"] == 1
+    assert decisions(rows) == decisions(clean_rows)
 
 
 # ---- users changing under the run --------------------------------------------------------------

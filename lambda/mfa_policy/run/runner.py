@@ -35,6 +35,7 @@ from mfa_policy.aws.gateway import (
     ListedUser,
     operation_name,
 )
+from mfa_policy.aws.hedge import HedgeDelay
 from mfa_policy.aws.ratelimit import Category, RateLimiter
 from mfa_policy.aws.tokens import TOKEN_OTHER_USER, TokenProblem, TokenSource, binding_problem
 from mfa_policy.aws.usage import DEFAULT_QUOTAS, QuotaShare
@@ -962,13 +963,15 @@ def execute_slice(
     **runner_options: Any,
 ) -> Checkpoint:
     """One slice of a run as every driver runs it: a gateway paced by the policy's rate limits
-    (kept under what the live application leaves, with ``quota_share``), the pool's probe
-    memory, the state ledger's CloudTrail feed when a ledger and a
+    (kept under what the live application leaves, with ``quota_share``) that hedges user
+    reads, the pool's probe memory, the state ledger's CloudTrail feed when a ledger and a
     ``cloudtrail`` client are given, a start (preflight) or a resume, then the slice; probes
-    closed. ``runner_options`` are the Runner's own (mode, report, journal, ledger, full, ...)."""
+    and the gateway closed. ``runner_options`` are the Runner's own (mode, report, journal,
+    ledger, full, ...)."""
     ledger = runner_options.get("ledger")
     limiter = rate_limiter_for(policy)
-    gateway = CognitoGateway(client, user_pool_id, limiter=limiter)
+    # Hedged reads: a run's last page waits for its slowest read, so a latency tail holds its end.
+    gateway = CognitoGateway(client, user_pool_id, limiter=limiter, hedge=HedgeDelay())
     share = None
     if quota_share is not None:
         share = quota_share.attach(limiter, gateway.counters)
@@ -997,6 +1000,7 @@ def execute_slice(
         return runner.run_slice(checkpoint, keep_going)
     finally:
         probes.close()
+        gateway.close()
         if share is not None:
             share.stop()
 
