@@ -78,6 +78,8 @@ from mfa_policy.run.state import Checkpoint, Intent, Journal, ProbeMemory
 #: Pages listed but not yet committed. Eight pages are 480 users, four seconds of Cognito's
 #: UserRead quota: a call as slow as 2 s does not idle the budget. Memory is bounded by it.
 PAGES_IN_FLIGHT = 8
+#: Threads reading users; writes have ``write_workers`` of their own.
+DEFAULT_WORKERS = 32
 #: Allowance between our clock and CloudTrail's when comparing an event with an observation.
 DEFAULT_SKEW_SECONDS = 5.0
 ADMIN = "admin"
@@ -232,7 +234,7 @@ class Runner:
         save_checkpoint: Callable[[Checkpoint], None],
         auth: str = ADMIN,
         tokens: TokenSource | None = None,
-        workers: int = 32,
+        workers: int = DEFAULT_WORKERS,
         on_rows: Callable[[list[Row]], None] | None = None,
         ledger: Ledger | None = None,
         feed: CloudTrailFeed | None = None,
@@ -352,7 +354,7 @@ class Runner:
                 self.group_snapshot,
                 self.gateway.group_members,
             )
-            self._early_writes = write_workers(self.workers) * 2
+            self._early_writes = early_writes(self.workers)
             while True:
                 # Commit every complete page at the head, in order, before listing more.
                 while in_flight and all(f.done() for f in in_flight[0][2]):
@@ -909,6 +911,13 @@ def write_workers(workers: int) -> int:
     """Threads for writes beside ``workers`` for reads: UserResourceUpdate (25/s) with
     30-80 ms answers keeps two busy; the rest absorb a latency tail and probe fallbacks."""
     return max(4, workers // 4)
+
+
+def early_writes(workers: int) -> int:
+    """Writes a slice sends one by one as they are decided, each in a journal write of its
+    own (an S3 PUT in AWS), before it sends a page's writes together: enough to keep the
+    writers busy until the first page is decided."""
+    return 2 * write_workers(workers)
 
 
 def as_user(listed: ListedUser, groups: frozenset[str]) -> User:
