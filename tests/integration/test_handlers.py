@@ -603,7 +603,7 @@ def test_slices_killed_at_random_points_and_retried_report_what_an_uninterrupted
     assert all(r["outcome"] != "changed" for r in rows if r["username"] not in changed)
 
 
-def test_a_page_of_intents_is_in_the_bucket_in_one_put_before_any_of_its_writes(standin, bucket):
+def test_a_page_of_intents_is_in_the_bucket_before_any_of_its_writes(standin, bucket):
     pool = seed_demo_pool(standin, n=150, seed=11, name="journal-order")
     settings = settings_for(pool.pool_id, bucket)
     journal_puts, events = [], []

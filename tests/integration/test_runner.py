@@ -608,7 +608,7 @@ def test_user_deleted_before_their_write_is_skipped_and_the_run_completes(
     assert summary["counts"]["by_outcome"]["changed"] == 5
 
 
-# ---- report files ----------------------------------------------------------------------------
+# ---- writes start with the first decision ----------------------------------------------------
 
 
 def test_writing_starts_with_the_first_decision_not_once_the_first_page_is_read(
@@ -633,6 +633,9 @@ def test_writing_starts_with_the_first_decision_not_once_the_first_page_is_read(
     assert writes_while_held, "no write was sent before the page's slowest read was answered"
     assert summary["complete"]
     assert {r["outcome"] for r in rows} == {"changed"}
+
+
+# ---- report files ----------------------------------------------------------------------------
 
 
 def test_report_files_hold_the_summary_rows_csv_and_markdown(standin, demo_pool, tmp_path):
