@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -607,6 +608,33 @@ def test_user_deleted_before_their_write_is_skipped_and_the_run_completes(
     assert summary["counts"]["by_outcome"]["changed"] == 5
 
 
+# ---- writes start with the first decision ----------------------------------------------------
+
+
+def test_writing_starts_with_the_first_decision_not_once_the_first_page_is_read(
+    standin, make_pool, make_user, tmp_path
+):
+    """A slow read must not hold the first writes: the write budget would sit idle."""
+    pool_id = small_pool(make_pool, make_user)
+    slow_read_answered = threading.Event()
+    writes_while_held: list[str] = []
+
+    def hook(op: str, body: Any) -> None:
+        if op == "AdminGetUserAuthFactors" and body.get("Username") == "u5":
+            slow_read_answered.wait(timeout=5)
+            slow_read_answered.set()
+        elif op == "AdminSetUserMFAPreference" and not slow_read_answered.is_set():
+            writes_while_held.append(body["Username"])
+            slow_read_answered.set()  # one write before it is enough; release the read
+
+    standin.before_request(hook)
+    summary, rows = run(standin, pool_id, Mode.APPLY, tmp_path, "apply")
+
+    assert writes_while_held, "no write was sent before the page's slowest read was answered"
+    assert summary["complete"]
+    assert {r["outcome"] for r in rows} == {"changed"}
+
+
 # ---- report files ----------------------------------------------------------------------------
 
 
@@ -920,3 +948,24 @@ def test_a_run_in_slices_lists_group_members_once_and_decides_as_a_whole_run(
         return {r["username"]: (r["rule"], r["outcome"], r["before"]) for r in rows}
 
     assert decided(rows_of(resumed.report_dir)) == decided(whole_rows)
+
+
+def test_group_members_are_listed_beside_the_first_page_not_before_it(standin, demo_pool, tmp_path):
+    """Listing the groups first would add their round trips to the wait before any read."""
+    pool = demo_pool(10)
+    users_listed = threading.Event()
+    overlapped: list[bool] = []
+
+    def hook(op: str, body: Any) -> None:
+        if op == "ListUsers":
+            users_listed.set()
+        elif op == "ListUsersInGroup":
+            # Held until the first page of users is asked for: only listing side by side
+            # gets past this at once.
+            overlapped.append(users_listed.wait(timeout=5))
+
+    standin.before_request(hook)
+    summary, _ = run(standin, pool.pool_id, Mode.DRIFT, tmp_path, "drift")
+
+    assert summary["complete"]
+    assert overlapped == [True, True]  # the demo policy names two groups

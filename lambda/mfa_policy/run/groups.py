@@ -16,6 +16,7 @@ import json
 import os
 from array import array
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -133,7 +134,11 @@ def group_members_for_run(
         groups = decode_groups(data, names)
         if groups is not None:
             return groups
-    groups = {g: GroupMembers(list_members(g)) for g in names}
+    # Side by side: the UserList budget paces them, so listing one after another only adds
+    # each group's round trips to the wait before the first read.
+    with ThreadPoolExecutor(len(names), thread_name_prefix="group") as listing:
+        listed = listing.map(lambda g: GroupMembers(list_members(g)), names)
+        groups = dict(zip(names, listed, strict=True))
     try:
         snapshot.save(encode_groups(groups))
     except OSError as exc:

@@ -23,6 +23,7 @@ from mfa_policy.run.groups import FileGroupSnapshot
 from mfa_policy.run.ledger import SqliteLedger
 from mfa_policy.run.runner import (
     ADMIN,
+    DEFAULT_WORKERS,
     QuotaShareSettings,
     Row,
     execute_slice,
@@ -86,7 +87,7 @@ def run_locally(
     auth: str = ADMIN,
     tokens: TokenSource | None = None,
     resume: str | bool = False,
-    workers: int = 32,
+    workers: int = DEFAULT_WORKERS,
     keep_going: Callable[[], bool] = lambda: True,
     on_rows: Callable[[list[Row]], None] | None = None,
     wait: float = 0.0,

@@ -5,8 +5,10 @@ one slow call (a latency tail) holds up only its own page's commit, never the bu
 workers keep reading and writing the later pages meanwhile. Pages are committed in order, as
 soon as each is complete: rows appended to the report, then the checkpoint saved. A run
 stopped at a time budget, or killed, resumes after its last committed page; the write-intent
-journal (a page's intents are recorded in one batch before any of its writes is sent) lets it
-report users it changed just before dying as ``changed`` with their true before-state.
+journal (a page's intents are recorded in one batch before any of its writes is sent; a
+slice's first few writes are each recorded alone, so that writing starts with the first
+decision) lets it report users it changed just before dying as ``changed`` with their true
+before-state.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ from mfa_policy.run.state import Checkpoint, Intent, Journal, ProbeMemory
 #: Pages listed but not yet committed. Eight pages are 480 users, four seconds of Cognito's
 #: UserRead quota: a call as slow as 2 s does not idle the budget. Memory is bounded by it.
 PAGES_IN_FLIGHT = 8
+#: Threads reading users; writes have ``write_workers`` of their own.
+DEFAULT_WORKERS = 32
 #: Allowance between our clock and CloudTrail's when comparing an event with an observation.
 DEFAULT_SKEW_SECONDS = 5.0
 ADMIN = "admin"
@@ -231,7 +235,7 @@ class Runner:
         save_checkpoint: Callable[[Checkpoint], None],
         auth: str = ADMIN,
         tokens: TokenSource | None = None,
-        workers: int = 32,
+        workers: int = DEFAULT_WORKERS,
         on_rows: Callable[[list[Row]], None] | None = None,
         ledger: Ledger | None = None,
         feed: CloudTrailFeed | None = None,
@@ -270,6 +274,9 @@ class Runner:
         #: Set per slice from the checkpoint: read everyone, and the month MAUs are billed in.
         self._full_read = ledger is None
         self._month = month_of(clock())
+        #: Writes a slice still sends one by one as they are decided (``_take_early_write``).
+        self._early_writes = 0
+        self._early_lock = threading.Lock()
         #: What preflight learnt of the pool; a resumed slice takes it from the checkpoint.
         self.pool = PoolFacts()
 
@@ -331,9 +338,6 @@ class Runner:
         checkpoint = replace(checkpoint, slices=checkpoint.slices + 1)
         self._full_read = self.ledger is None or bool(checkpoint.ledger.get("full_read", True))
         self._month = checkpoint.month or month_of(self._clock())
-        groups = group_members_for_run(
-            self.policy.groups_referenced, self.group_snapshot, self.gateway.group_members
-        )
         in_flight: deque[tuple[int, str | None, list[Future[_Processed]]]] = deque()
         page, token = checkpoint.next_page, checkpoint.next_token
         first_page = page
@@ -344,6 +348,14 @@ class Runner:
             ThreadPoolExecutor(self.workers, thread_name_prefix="user") as readers,
             ThreadPoolExecutor(write_workers(self.workers), thread_name_prefix="write") as writers,
         ):
+            # Listed while the first page is: no user is decided before both are in.
+            groups_listed = readers.submit(
+                group_members_for_run,
+                self.policy.groups_referenced,
+                self.group_snapshot,
+                self.gateway.group_members,
+            )
+            self._early_writes = early_writes(self.workers)
             while True:
                 # Commit every complete page at the head, in order, before listing more.
                 while in_flight and all(f.done() for f in in_flight[0][2]):
@@ -362,7 +374,13 @@ class Runner:
                         else {}
                     )
                     futures = self._submit_page(
-                        readers, writers, users_page.users, page, groups, tokens, entries
+                        readers,
+                        writers,
+                        users_page.users,
+                        page,
+                        groups_listed.result(),
+                        tokens,
+                        entries,
                     )
                     in_flight.append((page, users_page.next_token, futures))
                     page, token = page + 1, users_page.next_token
@@ -445,22 +463,24 @@ class Runner:
     ) -> list[Future[_Processed]]:
         """Read and decide every user of the page; once all are decided, journal the page's
         writes in one batch (durable before any is sent: one S3 PUT per page in AWS), then send
-        them. Returns one future row per user, in listing order. Nothing blocks a worker
-        waiting for the others, so a pool of any size cannot deadlock on a page."""
+        them; a write taken early (``_take_early_write``) is journaled and sent on its own as
+        soon as it is decided. Returns one future row per user, in listing order. Nothing
+        blocks a worker waiting for the others, so a pool of any size cannot deadlock on a
+        page."""
         rows: list[Future[_Processed]] = [Future() for _ in users]
         writes: list[tuple[int, _Write]] = []
         failure: list[BaseException] = []
         remaining = [len(users)]
         lock = threading.Lock()
 
-        def send() -> None:
+        def send(batch: list[tuple[int, _Write]]) -> None:
             if failure:  # the run is going down: send nothing more from this page
-                for index, _ in writes:
+                for index, _ in batch:
                     rows[index].set_exception(failure[0])
                 return
-            unsent = deque(writes)
+            unsent = deque(batch)
             try:
-                self.journal.record_many([w.intent(page) for _, w in writes])
+                self.journal.record_many([w.intent(page) for _, w in batch])
                 while unsent:
                     index, write = unsent[0]
                     writers.submit(self._write, write, page).add_done_callback(
@@ -474,20 +494,24 @@ class Runner:
         def decided(index: int, future: Future[_Processed | _Write]) -> None:
             exc = future.exception()
             result = None if exc is not None else future.result()
+            early = isinstance(result, _Write) and self._take_early_write()
             with lock:
                 if exc is not None:
                     failure.append(exc)
-                elif isinstance(result, _Write):
+                elif isinstance(result, _Write) and not early:
                     writes.append((index, result))
                 remaining[0] -= 1
                 last = remaining[0] == 0
             if exc is not None:
                 rows[index].set_exception(exc)
+            elif early:
+                assert isinstance(result, _Write)
+                send([(index, result)])
             elif not isinstance(result, _Write):
                 assert result is not None
                 rows[index].set_result(result)
             if last:
-                send()
+                send(writes)
 
         for index, listed in enumerate(users):
             readers.submit(
@@ -499,6 +523,17 @@ class Runner:
                 entries.get(listed.sub),
             ).add_done_callback(partial(decided, index))
         return rows
+
+    def _take_early_write(self) -> bool:
+        """Whether this decided write goes out at once, journaled on its own, rather than
+        with its page's batch: only while the slice fills its writers. Waiting for the first
+        page to be decided would idle the UserResourceUpdate budget for the page's reads and
+        their slowest call; after the fill, the writers always have a page's batch queued."""
+        with self._early_lock:
+            if self._early_writes <= 0:
+                return False
+            self._early_writes -= 1
+            return True
 
     def _write(self, write: _Write, page: int) -> _Processed:
         return write.finish(self._apply(write.user, write.decision, page, write.token))
@@ -877,6 +912,13 @@ def write_workers(workers: int) -> int:
     """Threads for writes beside ``workers`` for reads: UserResourceUpdate (25/s) with
     30-80 ms answers keeps two busy; the rest absorb a latency tail and probe fallbacks."""
     return max(4, workers // 4)
+
+
+def early_writes(workers: int) -> int:
+    """Writes a slice sends one by one as they are decided, each in a journal write of its
+    own (an S3 PUT in AWS), before it sends a page's writes together: enough to keep the
+    writers busy until the first page is decided."""
+    return 2 * write_workers(workers)
 
 
 def as_user(listed: ListedUser, groups: frozenset[str]) -> User:
