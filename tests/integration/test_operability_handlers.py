@@ -52,7 +52,7 @@ def test_a_retried_deploy_request_starts_no_second_run(monkeypatch: pytest.Monke
     assert first["Data"]["ExecutionArn"].endswith(":deploy-8f1c2d3e-0000-4000-8000-000000000001")
 
 
-def test_run_metrics_include_throttles_api_calls_and_duration(capsys) -> None:
+def test_run_metrics_include_throttles_hedged_reads_api_calls_and_duration(capsys) -> None:
     from aws_lambda_powertools import Metrics
 
     emit_run_metrics(
@@ -66,6 +66,7 @@ def test_run_metrics_include_throttles_api_calls_and_duration(capsys) -> None:
                 "counts": {
                     "api_calls": {"admin_get_user": 3, "list_users": 1},
                     "throttled": {"admin_get_user": 2},
+                    "hedged_reads": 1,
                 },
             },
         },
@@ -76,6 +77,7 @@ def test_run_metrics_include_throttles_api_calls_and_duration(capsys) -> None:
     assert emf["throttled"] == [2.0] or emf["throttled"] == 2.0
     assert emf["api_calls_admin_get_user"] in ([3.0], 3.0)
     assert emf["api_calls_list_users"] in ([1.0], 1.0)
+    assert emf["hedged_reads"] in ([1.0], 1.0)
     assert emf["run_duration"] in ([150.0], 150.0)
 
 

@@ -18,7 +18,13 @@ from botocore.exceptions import ClientError
 from mfa_policy.aws.gateway import CallCounters, CognitoError, CognitoGateway
 from mfa_policy.aws.hedge import HedgeDelay
 from mfa_policy.core.model import Factor, FactorWrite, MfaRequest
-from mfa_policy.core.report import Counts, RowsDigest, summary_document
+from mfa_policy.core.report import (
+    Counts,
+    RowsDigest,
+    render_markdown,
+    render_text,
+    summary_document,
+)
 from mfa_policy.run.runner import summary_of
 from mfa_policy.run.state import Checkpoint
 
@@ -259,3 +265,5 @@ def test_hedged_reads_reach_the_run_counts_and_the_summary(valid_report):
 
     assert summary["counts"]["hedged_reads"] == 1
     assert not [e.message for e in valid_report.summary.iter_errors(summary)]
+    assert "Hedged reads (sent twice, counted above): 1" in render_markdown(summary)
+    assert "hedged reads (sent twice, counted above): 1" in render_text(summary)

@@ -286,6 +286,8 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
             lines.append(
                 "Throttled: " + ", ".join(f"{md_text(op)} {n}" for op, n in throttled.items())
             )
+        if counts.get("hedged_reads"):
+            lines.append(f"Hedged reads (sent twice, counted above): {counts['hedged_reads']}")
     for warning in summary.get("warnings", []):
         lines.append(f"\n> warning: {md_text(warning)}")
     return "\n".join(lines) + "\n"
@@ -303,6 +305,8 @@ def render_text(summary: Mapping[str, Any]) -> str:
     calls = counts.get("api_calls") or {}
     if calls:
         lines.append("  api calls: " + ", ".join(f"{op}={n}" for op, n in calls.items()))
+        if counts.get("hedged_reads"):
+            lines.append(f"  hedged reads (sent twice, counted above): {counts['hedged_reads']}")
     lines += [f"  warning: {w}" for w in summary.get("warnings", [])]
     if summary.get("report_dir"):
         lines.append(f"  report: {summary['report_dir']}")

@@ -682,6 +682,9 @@ def emit_run_metrics(
     counts = checkpoint.get("counts") or (result.get("plan_state") or {}).get("counts") or {}
     throttled = counts.get("throttled") or {}
     metrics.add_metric(name="throttled", unit=MetricUnit.Count, value=sum(throttled.values()))
+    metrics.add_metric(
+        name="hedged_reads", unit=MetricUnit.Count, value=counts.get("hedged_reads", 0)
+    )
     for operation, calls in sorted((counts.get("api_calls") or {}).items()):
         metrics.add_metric(name=f"api_calls_{operation}", unit=MetricUnit.Count, value=calls)
     duration = _run_seconds(checkpoint.get("started_at"), checkpoint.get("ended_at"))
