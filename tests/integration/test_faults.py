@@ -312,9 +312,9 @@ def test_server_errors_on_every_first_request_are_retried_and_no_user_fails(
     assert summary["complete"] and summary["counts"]["by_outcome"]["failed"] == 0
     calls = summary["counts"]["api_calls"]
     in_scope_reads = sum(1 for r in clean_rows if r["before"] is not None)
-    assert (
-        calls["admin_get_user_auth_factors"] == 2 * in_scope_reads
-    )  # each read: a 500, then the answer
+    hedged = summary["counts"]["hedged_reads"]  # a read stalled on a loaded machine
+    # Each read: a 500, then the answer.
+    assert calls["admin_get_user_auth_factors"] - hedged == 2 * in_scope_reads
     assert calls["get_user_pool_mfa_config"] == 2
     after = pool_state(standin, pool.pool_id)
     assert_invariants(rows, before, after, writes.accepted, fast_policy())
@@ -368,7 +368,7 @@ def test_a_read_stalled_in_a_latency_tail_is_hedged_and_the_run_does_not_wait_fo
     summary, rows = run(standin, pool.pool_id, Mode.DRIFT, tmp_path, "tail", workers=8)
 
     assert time.monotonic() - started < stall
-    assert summary["counts"]["hedged_reads"] == 1
+    assert summary["counts"]["hedged_reads"] >= 1  # the stall; on a loaded machine maybe more
     assert decisions(rows) == decisions(clean_rows)
 
 

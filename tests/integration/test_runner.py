@@ -661,12 +661,9 @@ def test_report_files_hold_the_summary_rows_csv_and_markdown(standin, demo_pool,
     assert set(by_rule) == {"admins", "everyone", "(no rule)"}
     calls = saved["counts"]["api_calls"]
     in_scope = sum(n for kind, n in pool.counts.items() if kind not in OUT_OF_SCOPE)
-    assert (
-        in_scope
-        <= calls["admin_get_user_auth_factors"]
-        == standin.calls["AdminGetUserAuthFactors"]
-        <= pool.total
-    )
+    hedged = saved["counts"]["hedged_reads"]  # a read stalled on a loaded machine, sent twice
+    assert calls["admin_get_user_auth_factors"] == standin.calls["AdminGetUserAuthFactors"]
+    assert in_scope <= calls["admin_get_user_auth_factors"] - hedged <= pool.total
     assert calls["list_users"] == standin.calls["ListUsers"] == 2  # 61 users: two pages
     assert calls["get_user_pool_mfa_config"] == 1
     assert calls["admin_set_user_mfa_preference"] == standin.calls["AdminSetUserMFAPreference"]
@@ -905,7 +902,8 @@ def test_unmanaged_and_deferred_users_are_not_read_and_their_rows_say_so(
     assert all(row["reason"] == "outside the rule's 50% rollout; not read" for row in deferred)
     read = sum(1 for row in rows if row["before"] is not None)
     calls = summary["counts"]["api_calls"]
-    assert calls.get("admin_get_user_auth_factors", 0) + calls.get("admin_get_user", 0) == read
+    sent = calls.get("admin_get_user_auth_factors", 0) + calls.get("admin_get_user", 0)
+    assert sent - summary["counts"]["hedged_reads"] == read
     assert read == len(rows) - sum(
         outcomes[o] for o in ("unmanaged", "deferred", "excluded", "skipped")
     )
