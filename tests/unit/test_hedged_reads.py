@@ -7,9 +7,13 @@ on an event, or fails), so every test runs in well under a second.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +32,7 @@ from mfa_policy.core.report import (
 from mfa_policy.run.runner import summary_of
 from mfa_policy.run.state import Checkpoint
 
+LAMBDA_DIR = Path(__file__).resolve().parents[2] / "lambda"
 READ = "admin_get_user_auth_factors"
 WRITE = "admin_set_user_mfa_preference"
 WARM_UP = 5
@@ -267,3 +272,51 @@ def test_hedged_reads_reach_the_run_counts_and_the_summary(valid_report):
     assert not [e.message for e in valid_report.summary.iter_errors(summary)]
     assert "Hedged reads (sent twice, counted above): 1" in render_markdown(summary)
     assert "hedged reads (sent twice, counted above): 1" in render_text(summary)
+
+
+def test_a_read_left_stalled_to_its_hedge_does_not_hold_the_process_exit():
+    """The CLI exits once its run is done, not when the stalled read it no longer needs ends."""
+    script = """
+import threading
+from mfa_policy.aws.hedge import HedgeDelay, HedgedCalls
+
+delay = HedgeDelay(min_samples=1, floor=0.05)
+delay.record(0.01)
+hedged = HedgedCalls(delay)
+calls = []
+
+def attempt(flight):
+    calls.append(1)
+    flight.sent()
+    if len(calls) == 1:
+        threading.Event().wait(30)  # the stall
+    flight.answered()
+    return len(calls)
+
+assert hedged.call(attempt, lambda: None) == 2
+hedged.close()
+"""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(LAMBDA_DIR)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 15
+
+
+def test_closing_a_gateway_ends_its_hedging_threads(gateways):
+    release = threading.Event()
+    client = ScriptedClient({WARM_UP + 1: stuck_until(release)})
+    gateway = gateways(client)
+    warmed(gateway)
+    gateway.read_user("someone")  # answered by its hedge; the first request is still stuck
+
+    gateway.close()
+    release.set()
+
+    assert eventually(lambda: not [t for t in threading.enumerate() if t.name == "hedged-read"])
+    assert gateway.read_user("someone").username.startswith("answer")  # on the caller's thread

@@ -13,11 +13,12 @@ and pool reads are few.
 from __future__ import annotations
 
 import math
+import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -110,56 +111,47 @@ class Flight:
 
 class HedgedCalls:
     """Runs a read and, when it goes unanswered past the delay, one hedge of it, each on a
-    thread of a small executor, so the caller can return with either answer while the other
+    thread of a small pool, so the caller can return with either answer while the other
     is still stuck (it is left to finish; its answer is ignored, its latency recorded).
 
     ``attempt(flight)`` makes the request and tells ``flight`` of each send and answer. Until
-    the delay is known the read runs on the caller's thread, as it would unhedged.
+    the delay is known, and once closed, the read runs on the caller's thread, as it would
+    unhedged.
     """
 
     def __init__(self, delay: HedgeDelay, *, max_workers: int = MAX_WORKERS) -> None:
         self.delay = delay
-        self._max_workers = max_workers
-        self._executor: ThreadPoolExecutor | None = None
-        self._closed = False
-        self._lock = threading.Lock()
+        self._pool = _DaemonPool(max_workers)
 
     def call(self, attempt: Callable[[Flight], T], on_hedge: Callable[[], None]) -> T:
         delay = self.delay.delay()
-        executor = self._executor_or_none() if delay is not None else None
-        if delay is None or executor is None:
+        if delay is None or self._pool.closed:
             return self._timed(attempt, Flight())
-        primary, primary_flight = self._submit(executor, attempt)
+        primary, primary_flight = self._submit(attempt)
         if primary_flight.wait_for_answer(delay):
             return primary.result()
         on_hedge()
-        hedge, _ = self._submit(executor, attempt)
+        hedge, _ = self._submit(attempt)
         return _first_good_answer(primary, hedge)
 
     def close(self) -> None:
         """Stop taking work; a read still in flight finishes on its thread, none waits on it."""
-        with self._lock:
-            self._closed = True
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
 
-    def _executor_or_none(self) -> ThreadPoolExecutor | None:
-        with self._lock:
-            if self._executor is None and not self._closed:
-                self._executor = ThreadPoolExecutor(
-                    self._max_workers, thread_name_prefix="hedged-read"
-                )
-            return self._executor
-
-    def _submit(
-        self, executor: ThreadPoolExecutor, attempt: Callable[[Flight], T]
-    ) -> tuple[Future[T], Flight]:
+    def _submit(self, attempt: Callable[[Flight], T]) -> tuple[Future[T], Flight]:
         flight = Flight()
-        future = executor.submit(self._timed, attempt, flight)
-        # A done callback runs even for a future cancelled at shutdown, so no caller waits on
-        # a flight that never started.
-        future.add_done_callback(lambda _: flight.end())
+        future: Future[T] = Future()
+
+        def run() -> None:
+            try:
+                future.set_result(self._timed(attempt, flight))
+            except BaseException as exc:  # the caller gets it from the future
+                future.set_exception(exc)
+            finally:
+                flight.end()
+
+        if not self._pool.submit(run):  # closed meanwhile: run it here
+            run()
         return future, flight
 
     def _timed(self, attempt: Callable[[Flight], T], flight: Flight) -> T:
@@ -167,6 +159,54 @@ class HedgedCalls:
         if flight.latency is not None:
             self.delay.record(flight.latency)
         return result
+
+
+class _DaemonPool:
+    """Up to ``max_threads`` daemon threads taking work from a queue, started as needed.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, so a read left to
+    its hedge, stalled for seconds, would hold the CLI's exit for as long.
+    """
+
+    def __init__(self, max_threads: int) -> None:
+        self._max_threads = max_threads
+        self._work: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = self._idle = self._queued = 0
+        self.closed = False
+
+    def submit(self, work: Callable[[], None]) -> bool:
+        """Queue ``work``; False when the pool is closed."""
+        with self._lock:
+            if self.closed:
+                return False
+            self._queued += 1
+            if self._queued > self._idle and self._threads < self._max_threads:
+                self._threads += 1
+                threading.Thread(target=self._serve, name="hedged-read", daemon=True).start()
+            # Under the lock, so no work is queued behind close()'s stop signals.
+            self._work.put(work)
+        return True
+
+    def close(self) -> None:
+        """Each thread ends after the work it has (a warm Lambda keeps none from a slice)."""
+        with self._lock:
+            self.closed = True
+            for _ in range(self._threads):
+                self._work.put(None)
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            work = self._work.get()
+            with self._lock:
+                self._idle -= 1
+                if work is not None:
+                    self._queued -= 1
+            if work is None:
+                return
+            work()
 
 
 def _first_good_answer(primary: Future[T], hedge: Future[T]) -> T:
