@@ -928,6 +928,14 @@ def serve(cognito: BenchCognito, host: str = "127.0.0.1", port: int = 0) -> Thre
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except (BrokenPipeError, ConnectionResetError):
+                # The client stopped waiting (a hedged read's loser, left behind at its exit):
+                # as on Cognito, the request was served and no one is there for the answer.
+                self.close_connection = True
+
         def _send(self, status: int, payload: Any, error_type: str | None = None) -> None:
             body = json.dumps(payload, default=_json_default).encode()
             self.send_response(status)

@@ -104,6 +104,31 @@ def test_a_lone_throttle_among_many_answers_is_not_a_cut():
     assert paced.cuts == 1
 
 
+def test_two_stray_throttles_among_a_seconds_answers_cut_the_rate_by_their_share_only():
+    """Sending at r with a share s throttled leaves about r(1 - s) for us (as DCTCP cuts by its
+    marked share): two throttles among some 150 answers cost 1.3% of the rate, not 15%."""
+    clock = FakeClock()
+    paced = budget(100, clock, decrease=0.85, window=1.0)
+    for _ in range(100):
+        paced.answered(throttled=False)
+    clock.now += 1.0  # a new window; the last one's 100 answers still count toward the share
+    for _ in range(50):
+        paced.answered(throttled=False)
+    assert [throttle(paced), throttle(paced)] == [False, True]
+    assert paced.rate == pytest.approx(100 * (1 - 2 / 152))
+
+
+def test_a_storm_after_a_calm_second_deepens_its_windows_one_cut_to_the_full_decrease():
+    clock = FakeClock()
+    paced = budget(100, clock, decrease=0.85, window=1.0)
+    for _ in range(100):
+        paced.answered(throttled=False)
+    clock.now += 1.0
+    cuts = [throttle(paced) for _ in range(40)]  # 32 workers throttled, and their retries
+    assert cuts.count(True) == 1 and paced.cuts == 1
+    assert paced.rate == pytest.approx(85)  # 40 of 140 answers: deeper than 15%, so 15%
+
+
 def test_the_rate_recovers_additively_to_the_budget_and_no_further():
     clock = FakeClock()
     paced = budget(100, clock, decrease=0.5, increase_per_second=0.1)

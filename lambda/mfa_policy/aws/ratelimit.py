@@ -5,8 +5,9 @@ category hands out evenly spaced send times at its current rate, and a pause ban
 (after any idle time one request may go at once, the next one a full interval later: a bucket
 of one token). Cognito's quotas are per account and Region and shared with the live
 application, so a throttle lowers the rate, multiplicatively but at most once per window per
-category (one congestion event arrives as many throttled replies), and each second without one
-wins back a fixed share of the configured budget (additive increase) up to that budget.
+category (one congestion event arrives as many throttled replies) and in proportion to the
+share of recent answers that were throttled, and each second without one wins back a fixed
+share of the configured budget (additive increase) up to that budget.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ class Category(StrEnum):
     USER_POOL_READ = "user_pool_resource_read"
 
 
-#: A cut keeps this share of the rate (TCP's AIMD uses 0.5; a throttle here is one quota
-#: category's sign of congestion, and a gentler cut keeps the budget busy with no burst).
+#: The deepest cut keeps this share of the rate (TCP's AIMD uses 0.5; a throttle here is one
+#: quota category's sign of congestion, and a gentler cut keeps the budget busy with no burst).
+#: A cut keeps 1 - (throttled share of the last one to two windows' answers), never less: as
+#: DCTCP cuts by its share of marked packets, sending at r with a share s throttled means about
+#: r(1 - s) is left for us, and two stray throttles among a second's answers cost 2% of the
+#: rate, not 15% for the seven seconds that recovering it takes.
 DECREASE = 0.85
 #: At most one cut per this many seconds per category: the throttles of one congestion event
 #: arrive within about one round trip plus the retry backoff.
@@ -74,6 +79,8 @@ class PacedBudget:
         self.cuts = 0
         self._answers = 0  # in the current window
         self._throttles = 0
+        self._previous = (0, 0)  # (answers, throttles) of the window just before it
+        self._rate_before_cut = rate
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -116,23 +123,35 @@ class PacedBudget:
 
     def answered(self, *, throttled: bool) -> bool:
         """Count an answer; on a throttle, cut the rate if this window has not had its cut and
-        more than ``tolerance`` of its answers were throttled. Returns whether it cut."""
+        more than ``tolerance`` of its answers were throttled, by the throttled share of this
+        window's and the last one's answers (at most to ``decrease``); later throttles in the
+        cut's window deepen it as that share grows. Returns whether it made a new cut."""
         with self._lock:
             now = self._clock()
             if now - self._window_start >= self.window:
+                adjacent = now - self._window_start < 2 * self.window
+                self._previous = (self._answers, self._throttles) if adjacent else (0, 0)
                 self._window_start, self._answers, self._throttles = now, 0, 0
             self._answers += 1
             if not throttled:
                 return False
             self._throttles += 1
-            if now - self._last_cut < self.window or self._throttles < max(
-                2, self.tolerance * self._answers
-            ):
+            if self._throttles < max(2, self.tolerance * self._answers):
+                return False
+            answers, throttles = self._previous
+            share = (throttles + self._throttles) / (answers + self._answers)
+            keep = max(self.decrease, 1 - share)
+            if now - self._last_cut < self.window:
+                # This window's cut is made: it deepens as its throttled share grows.
+                deeper = max(self.floor, self._rate_before_cut * keep)
+                if deeper < self.rate:
+                    self._set_rate(deeper, now)
                 return False
             self._grow(now)
             self._last_cut = now
             self.cuts += 1
-            self._set_rate(max(self.floor, self.rate * self.decrease), now)
+            self._rate_before_cut = self.rate
+            self._set_rate(max(self.floor, self.rate * keep), now)
             return True
 
     def set_ceiling(self, ceiling: float) -> None:
