@@ -258,10 +258,10 @@ class MfaPolicy(Construct):
             handler=_assets.SLICE_HANDLER,
             description="mfa-policy: runs one slice of a drift or apply run",
             environment=slice_env,
-            # Measured (docs/bench.md): about 2.3 ms of CPU per user in drift, 5.5 in apply,
+            # Measured (README, Benchmarks): about 3.3 ms of CPU per user in drift, 7 in apply,
             # nearly all in botocore, so a slice at Cognito's full read quota (120/s) needs
-            # about 0.3 vCPU. Lambda gives 1 vCPU per 1,769 MB: 1,024 MB is 0.58 vCPU, twice
-            # that (512 MB, 0.29 vCPU, would make a slice CPU-bound at full quota).
+            # about 0.4 vCPU. Lambda gives 1 vCPU per 1,769 MB: 1,024 MB is 0.58 vCPU (512 MB,
+            # 0.29 vCPU, would make a slice CPU-bound at full quota).
             memory_size=SLICE_MEMORY_MB,
             timeout=Duration.minutes(15),
         )
