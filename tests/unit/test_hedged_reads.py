@@ -308,15 +308,22 @@ hedged.close()
     assert time.monotonic() - started < 15
 
 
+def hedging_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "hedged-read"}
+
+
 def test_closing_a_gateway_ends_its_hedging_threads(gateways):
+    # Another test's reads may still be stalled on their threads in this process.
+    others = hedging_threads()
     release = threading.Event()
     client = ScriptedClient({WARM_UP + 1: stuck_until(release)})
     gateway = gateways(client)
     warmed(gateway)
     gateway.read_user("someone")  # answered by its hedge; the first request is still stuck
+    assert hedging_threads() - others
 
     gateway.close()
     release.set()
 
-    assert eventually(lambda: not [t for t in threading.enumerate() if t.name == "hedged-read"])
+    assert eventually(lambda: not hedging_threads() - others)
     assert gateway.read_user("someone").username.startswith("answer")  # on the caller's thread
